@@ -1,0 +1,220 @@
+"""Bot definitions: `bots/*.toml`, one file per bot, loaded into `BotDefinition`s.
+
+Every error names the file, the field and what was expected. `${VAR}` in any string is read from
+the environment; an unset variable is an error, except in a platform table's credential fields,
+where it marks the bot as lacking credentials (skipped by `run`, reported by `check`).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import DefinitionError
+from core.profile import (
+    DEFAULT_HISTORY_TTL_S,
+    DEFAULT_MAX_MESSAGES,
+    DEFAULT_MAX_PROMPT_TOKENS,
+    DEFAULT_MAX_TOKENS,
+    BotProfile,
+    HistoryLimits,
+)
+
+PLATFORMS = ("slack", "discord", "console")
+# Fields of each platform table that hold secrets: an unset ${VAR} there means "no credentials".
+CREDENTIAL_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "slack": ("bot_token", "signing_secret", "app_token"),
+    "discord": ("token",),
+    "console": (),
+}
+REQUIRED_CREDENTIALS: Mapping[str, tuple[str, ...]] = {"slack": ("bot_token",), "discord": ("token",)}
+TOP_LEVEL_FIELDS = frozenset({
+    "name", "platform", "app_id", "model", "fallback_models", "system_prompt", "max_tokens",
+    "history", "slack", "discord", "console",
+})
+HISTORY_FIELDS = frozenset({"max_messages", "max_prompt_tokens", "ttl_days"})
+VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # used in URLs (/slack/<name>/events) and keys
+
+
+@dataclass(frozen=True)
+class BotDefinition:
+    """One bot: its profile for the engine and its platform table for the adapter."""
+
+    file: Path
+    profile: BotProfile
+    platform_settings: Mapping[str, Any] = field(default_factory=dict)
+    missing_credentials: tuple[str, ...] = ()  # "[slack].bot_token (SLACK_BOT_TOKEN unset)"
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @property
+    def platform(self) -> str:
+        return self.profile.platform
+
+    def secrets(self) -> list[str]:
+        """Credential values, for the log redactor."""
+        names = CREDENTIAL_FIELDS.get(self.platform, ())
+        return [str(v) for k, v in self.platform_settings.items() if k in names and v]
+
+
+@dataclass
+class LoadReport:
+    """What loading a directory found: good definitions and one error per bad file."""
+
+    definitions: list[BotDefinition] = field(default_factory=list)
+    errors: list[DefinitionError] = field(default_factory=list)
+
+
+def _expand(value: Any, path: str, env: Mapping[str, str], unset: list[tuple[str, str]]) -> Any:
+    if isinstance(value, str):
+        def replace(match: re.Match[str]) -> str:
+            var = match.group(1)
+            if var not in env or env[var] == "":
+                unset.append((path, var))
+                return ""
+            return env[var]
+        return VAR_PATTERN.sub(replace, value)
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", env, unset) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else k, env, unset) for k, v in value.items()}
+    return value
+
+
+def _require_str(file: str, data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if value is None:
+        raise DefinitionError(file, key, "is required (a string)")
+    if not isinstance(value, str):
+        raise DefinitionError(file, key, f"expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DefinitionError(file, key, "must not be empty")
+    return value.strip()
+
+
+def _positive_int(file: str, data: Mapping[str, Any], key: str, default: int, label: str) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise DefinitionError(file, label, f"expected a positive integer, got {value!r}")
+    return value
+
+
+def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefinition:
+    """Parse one definition. Raises `DefinitionError` naming the file and the field."""
+    file = str(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DefinitionError(file, "(file)", f"invalid TOML: {exc}") from exc
+    unknown = sorted(set(raw) - TOP_LEVEL_FIELDS)
+    if unknown:
+        raise DefinitionError(file, unknown[0], f"unknown field; expected one of {sorted(TOP_LEVEL_FIELDS)}")
+    unset: list[tuple[str, str]] = []
+    data: dict[str, Any] = _expand(raw, "", env, unset)
+
+    platform = _require_str(file, raw, "platform")
+    if platform not in PLATFORMS:
+        raise DefinitionError(file, "platform", f"unknown platform {platform!r}; expected one of {PLATFORMS}")
+    credential_paths = {f"{platform}.{f}" for f in CREDENTIAL_FIELDS[platform]}
+    missing = tuple(f"[{p.split('.')[0]}].{p.split('.')[1]} ({var} unset)"
+                    for p, var in unset if p in credential_paths)
+    other_unset = [(p, var) for p, var in unset if p not in credential_paths]
+    if other_unset:
+        where, var = other_unset[0]
+        raise DefinitionError(file, where, f"${{{var}}} is not set in the environment")
+
+    name = _require_str(file, data, "name")
+    if not NAME_PATTERN.match(name):
+        raise DefinitionError(file, "name", "expected lowercase letters, digits, '-' or '_' (max 63)")
+    app_id = _require_str(file, data, "app_id")
+    model = _require_str(file, data, "model")
+    fallbacks = data.get("fallback_models", [])
+    if not isinstance(fallbacks, list) or not all(isinstance(m, str) and m.strip() for m in fallbacks):
+        raise DefinitionError(file, "fallback_models", "expected a list of non-empty model ids")
+    system_prompt = data.get("system_prompt", "You are a helpful assistant.")
+    if not isinstance(system_prompt, str):
+        raise DefinitionError(file, "system_prompt", "expected a string")
+    max_tokens = _positive_int(file, data, "max_tokens", DEFAULT_MAX_TOKENS, "max_tokens")
+
+    history_raw = data.get("history", {})
+    if not isinstance(history_raw, dict):
+        raise DefinitionError(file, "history", "expected a table")
+    unknown_history = sorted(set(history_raw) - HISTORY_FIELDS)
+    if unknown_history:
+        raise DefinitionError(
+            file, f"history.{unknown_history[0]}", f"unknown field; expected {sorted(HISTORY_FIELDS)}")
+    history = HistoryLimits(
+        max_messages=_positive_int(file, history_raw, "max_messages", DEFAULT_MAX_MESSAGES,
+                                   "history.max_messages"),
+        max_prompt_tokens=_positive_int(file, history_raw, "max_prompt_tokens", DEFAULT_MAX_PROMPT_TOKENS,
+                                        "history.max_prompt_tokens"),
+        ttl_s=_positive_int(file, history_raw, "ttl_days", DEFAULT_HISTORY_TTL_S // 86400,
+                            "history.ttl_days") * 86400,
+    )
+    platform_settings = data.get(platform, {})
+    if not isinstance(platform_settings, dict):
+        raise DefinitionError(file, platform, "expected a table")
+    for key in sorted(PLATFORMS):
+        if key != platform and key in data:
+            raise DefinitionError(
+                file, key, f"a [{key}] table in a {platform!r} bot; remove it or fix platform")
+    absent = tuple(f"[{platform}].{f} (missing)" for f in REQUIRED_CREDENTIALS.get(platform, ())
+                   if f not in platform_settings)
+    profile = BotProfile(
+        name=name, platform=platform, app_id=app_id, model=model,
+        fallback_models=tuple(m.strip() for m in fallbacks), system_prompt=system_prompt,
+        max_tokens=max_tokens, history=history,
+    )
+    return BotDefinition(file=path, profile=profile, platform_settings=platform_settings,
+                         missing_credentials=missing + absent)
+
+
+def load_definitions(directory: Path, env: Mapping[str, str]) -> LoadReport:
+    """Every `*.toml` in `directory`, sorted by file name; duplicates of `name` or `app_id` are
+    errors on the later file."""
+    report = LoadReport()
+    if not directory.is_dir():
+        report.errors.append(DefinitionError(str(directory), "(directory)", "not found"))
+        return report
+    names: dict[str, Path] = {}
+    app_ids: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            definition = parse_definition(path, path.read_text(encoding="utf-8"), env)
+        except DefinitionError as exc:
+            report.errors.append(exc)
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            report.errors.append(DefinitionError(str(path), "(file)", f"unreadable: {exc}"))
+            continue
+        if definition.name in names:
+            report.errors.append(DefinitionError(
+                str(path), "name", f"duplicate name {definition.name!r} (also in {names[definition.name]})"))
+            continue
+        app_id = definition.profile.app_id
+        if app_id in app_ids:
+            report.errors.append(DefinitionError(
+                str(path), "app_id", f"duplicate app_id {app_id!r} (also in {app_ids[app_id]})"))
+            continue
+        names[definition.name] = path
+        app_ids[definition.profile.app_id] = path
+        report.definitions.append(definition)
+    return report
+
+
+def select(definitions: Sequence[BotDefinition], only: Sequence[str] | None) -> list[BotDefinition]:
+    """The definitions named in `only` (all when empty). Unknown names raise `DefinitionError`."""
+    if not only:
+        return list(definitions)
+    by_name = {d.name: d for d in definitions}
+    unknown = [n for n in only if n not in by_name]
+    if unknown:
+        raise DefinitionError("--only", unknown[0], f"no such bot; known: {sorted(by_name)}")
+    return [by_name[n] for n in only]

@@ -1,0 +1,31 @@
+"""Which adapter runs a bot of each platform, and how its definition becomes constructor arguments.
+
+The only place that knows every adapter; adapters never import `bots`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters.console import ConsoleBot
+from bots.definitions import BotDefinition
+from bots.services import Services
+from core.engine import ConversationEngine
+from core.ports import BotRuntime
+
+
+def build_runtime(
+    definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application
+) -> BotRuntime:
+    """An adapter for `definition`, registered on the shared HTTP server where it needs routes."""
+    if definition.platform == "console":
+        return ConsoleBot(engine)
+    if definition.platform == "slack":
+        from bots.slack_wiring import build_slack_bot  # slack-bolt is imported only when needed
+
+        return build_slack_bot(definition, engine, services, web_app)
+    if definition.platform == "discord":
+        from bots.discord_wiring import build_discord_bot  # likewise discord.py
+
+        return build_discord_bot(definition, engine, services, web_app)
+    raise NotImplementedError(f"{definition.file}: platform {definition.platform!r} has no adapter yet")

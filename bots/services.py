@@ -1,0 +1,103 @@
+"""`Services`: what every command shares — Redis, the one chat client, key names — and how an
+engine is built for a bot. An async context manager that closes everything it opened."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bots.settings import Settings
+from core.chat_api import ChatClient
+from core.coordination import RedisCoordination
+from core.engine import ConversationEngine
+from core.history import RedisHistory
+from core.ports import TurnObserver
+from core.profile import BotProfile
+from core.redis_keys import RedisKeys
+from core.tokens import TokenEstimator
+from core.usage import RedisUsage
+
+log = structlog.get_logger(__name__)
+
+REDIS_CONNECT_TIMEOUT_S = 2.0  # a down Redis must not stall a turn for long
+REDIS_SOCKET_TIMEOUT_S = 5.0
+REDIS_HEALTH_CHECK_INTERVAL_S = 30
+
+
+def connect_redis(url: str | None) -> tuple[Redis, bool]:
+    """A client for `url`, or the embedded in-process store when there is none. Returns
+    (client, persistent)."""
+    if url:
+        client: Redis = Redis.from_url(
+            url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            health_check_interval=REDIS_HEALTH_CHECK_INTERVAL_S,
+        )
+        return client, True
+    import fakeredis  # only when no Redis is configured
+
+    return fakeredis.FakeAsyncRedis(), False
+
+
+async def redis_answers(redis: Redis) -> bool:
+    try:
+        return bool(await redis.ping())
+    except (RedisError, OSError):
+        return False
+
+
+@dataclass
+class Services:
+    """Shared, process-wide collaborators. Build once per process."""
+
+    settings: Settings
+    redis: Redis = field(init=False)
+    persistent: bool = field(init=False)
+    chat: ChatClient = field(init=False)
+    keys: RedisKeys = field(init=False)
+    coordination: RedisCoordination = field(init=False)
+    usage: RedisUsage = field(init=False)
+    estimator: TokenEstimator = field(default_factory=TokenEstimator)
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    async def __aenter__(self) -> Services:
+        self.redis, self.persistent = connect_redis(self.settings.redis_url)
+        self._stack.push_async_callback(self.redis.aclose)
+        self.keys = RedisKeys(self.settings.redis_prefix)
+        self.chat = ChatClient(
+            base_url=self.settings.base_url, api_key=self.settings.api_key or "",
+            timeouts=self.settings.timeouts,
+        )
+        self._stack.push_async_callback(self.chat.aclose)
+        self.coordination = RedisCoordination(self.redis, self.keys)
+        self.usage = RedisUsage(self.redis, self.keys)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    def announce_store(self) -> None:
+        if self.persistent:
+            log.info("redis.configured", url=_without_password(self.settings.redis_url or ""))
+        else:
+            log.warning("redis.embedded", note="REDIS_URL is unset: using the embedded in-process store; "
+                        "history is NOT persistent and not shared between processes")
+
+    def engine(self, profile: BotProfile, observer: TurnObserver | None = None) -> ConversationEngine:
+        return ConversationEngine(
+            profile, chat=self.chat, history=RedisHistory(self.redis, self.keys, profile.history),
+            coordination=self.coordination, usage=self.usage, estimator=self.estimator, observer=observer,
+        )
+
+
+def _without_password(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

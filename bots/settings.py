@@ -1,0 +1,83 @@
+"""Every environment setting, read once into `Settings`. The README's settings table mirrors it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.chat_api import DEFAULT_BASE_URL, ChatTimeouts
+from core.redis_keys import DEFAULT_PREFIX
+
+DEFAULT_BOTS_DIR = Path(__file__).resolve().parent
+DEFAULT_HOST = "0.0.0.0"  # reachable from a load balancer / Kubernetes probe
+DEFAULT_PORT = 8080
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
+DEFAULT_DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds something unusable; the message names it."""
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a number") from exc
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The process's configuration (bot definitions aside)."""
+
+    api_key: str | None
+    base_url: str
+    redis_url: str | None
+    redis_prefix: str
+    log_format: str  # "console" or "json"
+    log_level: str
+    host: str
+    port: int
+    slack_api_url: str
+    discord_api_url: str
+    discord_gateway_url: str
+    timeouts: ChatTimeouts
+    bots_dir: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, log_format_default: str = "json") -> Settings:
+        port_raw = env.get("PORT", "").strip() or str(DEFAULT_PORT)
+        if not port_raw.isdigit() or not 0 <= int(port_raw) < 65536:
+            raise SettingsError(f"PORT={port_raw!r} is not a port number")
+        log_format = (env.get("LOG_FORMAT", "").strip() or log_format_default).lower()
+        if log_format not in ("console", "json"):
+            raise SettingsError(f"LOG_FORMAT={log_format!r}: expected 'console' or 'json'")
+        defaults = ChatTimeouts()
+        return cls(
+            api_key=env.get("LUNOS_API_KEY", "").strip() or None,
+            base_url=env.get("LUNOS_BASE_URL", "").strip() or DEFAULT_BASE_URL,
+            redis_url=env.get("REDIS_URL", "").strip() or None,
+            redis_prefix=env.get("REDIS_KEY_PREFIX", "").strip() or DEFAULT_PREFIX,
+            log_format=log_format,
+            log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+            host=env.get("HOST", "").strip() or DEFAULT_HOST,
+            port=int(port_raw),
+            slack_api_url=env.get("SLACK_API_URL", "").strip() or DEFAULT_SLACK_API_URL,
+            discord_api_url=env.get("DISCORD_API_URL", "").strip() or DEFAULT_DISCORD_API_URL,
+            discord_gateway_url=env.get("DISCORD_GATEWAY_URL", "").strip() or DEFAULT_DISCORD_GATEWAY_URL,
+            timeouts=ChatTimeouts(
+                connect_s=_float(env, "LUNOS_CONNECT_TIMEOUT_S", defaults.connect_s),
+                first_token_s=_float(env, "LUNOS_FIRST_TOKEN_TIMEOUT_S", defaults.first_token_s),
+                chunk_gap_s=_float(env, "LUNOS_CHUNK_GAP_TIMEOUT_S", defaults.chunk_gap_s),
+                total_s=_float(env, "LUNOS_TOTAL_TIMEOUT_S", defaults.total_s),
+            ),
+            bots_dir=Path(env.get("LUNOS_BOTS_DIR", "").strip() or DEFAULT_BOTS_DIR),
+        )

@@ -1,0 +1,283 @@
+"""`ConversationEngine`: one incoming message in, one streamed reply out.
+
+dedupe → lock → load history → `[system, *history, user]` → stream → render → save → usage.
+The `reset` and `help` commands live here so every platform behaves the same. This module must
+not know which platform it serves: adapters hand it an `IncomingMessage` and a `ReplySink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+
+from core.chat_api import ChatClient
+from core.errors import (
+    AllModelsFailed,
+    ChatAPIError,
+    HistoryUnavailable,
+    RequestRejected,
+)
+from core.ports import Coordination, HistoryStore, ReplySink, TurnObserver, UsageRecorder
+from core.profile import BotProfile
+from core.reply import ReplyStream
+from core.tokens import TokenEstimator
+from core.types import (
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    ConversationKey,
+    IncomingMessage,
+    ReplyInfo,
+    Turn,
+)
+
+log = structlog.get_logger(__name__)
+
+RESET_COMMANDS = frozenset({"reset", "/reset", "!reset"})
+HELP_COMMANDS = frozenset({"help", "/help", "!help"})
+RESET_REPLY = "Done — I've forgotten this conversation. The next message starts fresh."
+INTERRUPTED_NOTE = "_(answer interrupted: the model stopped responding)_"
+TRUNCATED_NOTE = "_(answer cut off at this bot's length limit)_"
+APOLOGY_RATE_LIMITED = "Sorry — the AI service is rate-limiting me right now. Please try again in a minute."
+APOLOGY_UNAVAILABLE = "Sorry — the AI models are unavailable right now. Please try again shortly."
+APOLOGY_BAD_KEY = "Sorry — the AI service rejected my API key, so I can't answer. An admin needs to fix it."
+APOLOGY_BAD_MODEL = "Sorry — my configured model isn't available. An admin needs to check my model setting."
+APOLOGY_REJECTED = "Sorry — the AI service rejected this request. Try rephrasing or `reset` the conversation."
+APOLOGY_RESET_FAILED = "Sorry — my memory store is unavailable, so I couldn't reset. Try again soon."
+APOLOGY_INTERNAL = "Sorry — something went wrong on my side. Please try again."
+
+TurnStatus = Literal["answered", "interrupted", "duplicate", "command", "failed"]
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    """What `handle` did, for adapters and tests."""
+
+    status: TurnStatus
+    result: ChatResult | None = None
+    history_trimmed: bool = False
+    degraded: bool = False  # Redis failed somewhere in this turn
+    apology: str | None = None
+
+
+def apology_for(error: BaseException) -> str:
+    """One short sentence the user can act on, never a traceback."""
+    if isinstance(error, RequestRejected):
+        if error.status in (401, 403):
+            return APOLOGY_BAD_KEY
+        if error.status == 404:
+            return APOLOGY_BAD_MODEL
+        return APOLOGY_REJECTED
+    if isinstance(error, AllModelsFailed):
+        return APOLOGY_RATE_LIMITED if error.rate_limited else APOLOGY_UNAVAILABLE
+    if isinstance(error, ChatAPIError):
+        return APOLOGY_UNAVAILABLE
+    return APOLOGY_INTERNAL
+
+
+class ConversationEngine:
+    """Answers one bot's messages. One engine per bot; many adapters/sinks may call it at once."""
+
+    def __init__(
+        self,
+        profile: BotProfile,
+        *,
+        chat: ChatClient,
+        history: HistoryStore,
+        coordination: Coordination,
+        usage: UsageRecorder,
+        estimator: TokenEstimator | None = None,
+        observer: TurnObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.profile = profile
+        self._chat = chat
+        self._history = history
+        self._coordination = coordination
+        self._usage = usage
+        self._estimator = estimator or TokenEstimator()
+        self._observer = observer
+        self._clock = clock
+        self._wall_clock = wall_clock
+
+    def help_text(self) -> str:
+        p = self.profile
+        return (
+            f"I'm *{p.name}*, an AI assistant (model `{p.model}`). Mention me or message me directly "
+            f"and I'll answer; I remember this conversation (the last {p.history.max_messages} messages, "
+            f"for {max(1, p.history.ttl_s // 86400)} days).\n"
+            "• `reset` — forget this conversation\n"
+            "• `help` — this message"
+        )
+
+    async def handle(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
+        """Answer `message` through `sink`. Never raises for model or Redis trouble; the user sees
+        an answer, a partial answer with a note, or a short apology, and never a placeholder."""
+        started = self._clock()
+        outcome = await self._handle(message, sink)
+        if self._observer is not None:
+            result = outcome.result
+            self._observer.turn_finished(
+                self.profile.name, outcome.status, result.model if result else None,
+                self._clock() - started, bool(result and result.fallback_used),
+            )
+        return outcome
+
+    async def _handle(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
+        with structlog.contextvars.bound_contextvars(
+            bot=self.profile.name, app_id=self.profile.app_id, platform=message.platform,
+            conversation=str(message.conversation), model=self.profile.model, fallback_used=False,
+        ):
+            if not await self._coordination.claim_event(message.bot, message.event_id):
+                log.info("turn.duplicate", event_id=message.event_id)
+                return TurnOutcome(status="duplicate")
+            command = message.text.strip().lower()
+            async with self._coordination.conversation_lock(message.conversation):
+                if command in RESET_COMMANDS:
+                    return await self._reset(message, sink)
+                if command in HELP_COMMANDS:
+                    await self._say(sink, self.help_text())
+                    return TurnOutcome(status="command")
+                return await self._answer(message, sink)
+
+    async def has_history(self, conversation: ConversationKey) -> bool:
+        """Whether this bot has talked in `conversation` (e.g. a Slack thread it answered in).
+        False when the store is down: the adapter then asks for a mention, which is safe."""
+        try:
+            return bool(await self._history.load(conversation))
+        except HistoryUnavailable:
+            return False
+
+    async def reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
+        """The `reset` command, for adapters with a native command (a Discord slash command)."""
+        async with self._coordination.conversation_lock(message.conversation):
+            return await self._reset(message, sink)
+
+    async def _reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
+        degraded = False
+        try:
+            await self._history.clear(message.conversation)
+        except HistoryUnavailable as exc:
+            degraded = True
+            log.warning("history.degraded", op="clear", error=str(exc))
+            await self._say(sink, APOLOGY_RESET_FAILED)
+            return TurnOutcome(status="failed", degraded=True)
+        await self._say(sink, RESET_REPLY)
+        log.info("turn.reset")
+        return TurnOutcome(status="command", degraded=degraded)
+
+    async def _say(self, sink: ReplySink, text: str) -> None:
+        reply = ReplyStream(sink, clock=self._clock)
+        await reply.open()
+        await reply.close(note=text)
+
+    async def _load_history(self, message: IncomingMessage) -> tuple[list[Turn], bool]:
+        try:
+            turns = await self._history.load(message.conversation)
+        except HistoryUnavailable as exc:
+            log.warning("history.degraded", op="load", error=str(exc))
+            return [], True
+        if turns or message.seed is None:
+            return turns, False
+        try:
+            seeded = await message.seed()
+        except Exception as exc:  # a failed thread read must not cost the answer
+            log.warning("history.seed_failed", error=repr(exc))
+            return [], False
+        seed_turns = [
+            Turn(role=m.role, content=m.content, author=m.name, at=self._wall_clock())
+            for m in seeded if m.content.strip()
+        ]
+        return seed_turns[-self.profile.history.max_messages :], False
+
+    def _build_messages(
+        self, history: list[Turn], user: ChatMessage
+    ) -> tuple[tuple[ChatMessage, ...], bool]:
+        """`[system, *history, user]`, dropping the oldest turns past the prompt budget."""
+        system = ChatMessage("system", self.profile.system_prompt)
+        budget = self.profile.history.max_prompt_tokens
+        used = self._estimator.estimate([system, user], self.profile.model)
+        kept: list[ChatMessage] = []
+        for turn in reversed(history):
+            msg = turn.as_message()
+            cost = self._estimator.estimate([msg], self.profile.model)
+            if used + cost > budget:
+                break
+            kept.append(msg)
+            used += cost
+        kept.reverse()
+        return (system, *kept, user), len(kept) < len(history)
+
+    async def _answer(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
+        started = self._clock()
+        history, degraded = await self._load_history(message)
+        seeded = bool(history) and message.seed is not None and not degraded
+        author = message.author.display_name if message.multi_user else None
+        user = ChatMessage("user", message.text, name=author)
+        messages, trimmed = self._build_messages(history, user)
+        request = ChatRequest(
+            app_id=self.profile.app_id, model=self.profile.model,
+            fallback_models=self.profile.fallback_models, messages=messages,
+            max_tokens=self.profile.max_tokens,
+        )
+        reply = ReplyStream(sink, clock=self._clock)
+        await reply.open()
+        try:
+            result = await self._chat.stream(request, reply.push)
+        except ChatAPIError as exc:
+            apology = apology_for(exc)
+            await reply.close(note=INTERRUPTED_NOTE if reply.text else apology)
+            log.warning("turn.failed", error=str(exc), error_type=type(exc).__name__,
+                        latency_ms=self._ms_since(started), degraded=degraded)
+            return TurnOutcome(status="failed", apology=apology, degraded=degraded, history_trimmed=trimmed)
+        except BaseException as exc:
+            # Cancellation (shutdown) or a bug: still leave a final message, then let it propagate.
+            await asyncio.shield(reply.close(note=INTERRUPTED_NOTE if reply.text else APOLOGY_INTERNAL))
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("turn.crashed")
+            raise
+        notes = [
+            INTERRUPTED_NOTE if result.interrupted else None,
+            TRUNCATED_NOTE if result.truncated else None,
+        ]
+        footer = sink.footer(ReplyInfo(
+            model=result.model, fallback_used=result.fallback_used,
+            history_trimmed=trimmed, truncated=result.truncated,
+        ))
+        note = "\n".join(n for n in [*notes, footer] if n) or None
+        await reply.close(note=note)
+
+        turns = [
+            *(history if seeded else []),
+            Turn("user", message.text, author=user.name, at=self._wall_clock()),
+            Turn("assistant", result.text, model=result.model, at=self._wall_clock()),
+        ]
+        try:
+            dropped = await self._history.append(message.conversation, turns)
+            trimmed = trimmed or dropped > 0
+        except HistoryUnavailable as exc:
+            degraded = True
+            log.warning("history.degraded", op="save", error=str(exc))
+        await self._usage.record(self.profile.app_id, result.model, result.usage)
+        if result.usage is not None and result.attempts == 1:
+            self._estimator.calibrate(result.model, messages, result.usage.prompt_tokens)
+        tokens = result.usage.total_tokens if result.usage else "unknown"
+        log.info(
+            "turn.answered", model=result.model, fallback_used=result.fallback_used,
+            latency_ms=self._ms_since(started), tokens=tokens, attempts=result.attempts,
+            finish_reason=result.finish_reason, interrupted=result.interrupted,
+            history_trimmed=trimmed, degraded=degraded,
+        )
+        return TurnOutcome(
+            status="interrupted" if result.interrupted else "answered", result=result,
+            history_trimmed=trimmed, degraded=degraded,
+        )
+
+    def _ms_since(self, started: float) -> int:
+        return int((self._clock() - started) * 1000)

@@ -1,0 +1,54 @@
+"""`RedisHistory`: conversation turns as a Redis list of JSON, one key per conversation.
+
+Save is RPUSH + LTRIM + EXPIRE in one MULTI; load is one LRANGE. Redis errors become
+`HistoryUnavailable`; the engine decides to go on without history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.errors import HistoryUnavailable
+from core.profile import HistoryLimits
+from core.redis_keys import RedisKeys
+from core.types import ConversationKey, Turn
+
+
+class RedisHistory:
+    """History of one bot's conversations within `limits`."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys, limits: HistoryLimits) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._limits = limits
+
+    async def load(self, key: ConversationKey) -> list[Turn]:
+        try:
+            raw = await self._redis.lrange(self._keys.history(key), -self._limits.max_messages, -1)
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(f"cannot load history: {type(exc).__name__}") from exc
+        turns = [Turn.from_json(item) for item in raw]
+        return [t for t in turns if t is not None]
+
+    async def append(self, key: ConversationKey, turns: Sequence[Turn]) -> int:
+        if not turns:
+            return 0
+        name = self._keys.history(key)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(name, *(t.to_json() for t in turns))
+                pipe.ltrim(name, -self._limits.max_messages, -1)
+                pipe.expire(name, self._limits.ttl_s)
+                length, _, _ = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(f"cannot save history: {type(exc).__name__}") from exc
+        return max(0, int(length) - self._limits.max_messages)
+
+    async def clear(self, key: ConversationKey) -> None:
+        try:
+            await self._redis.delete(self._keys.history(key))
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(f"cannot clear history: {type(exc).__name__}") from exc

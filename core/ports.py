@@ -1,0 +1,123 @@
+"""Every Protocol of lunos-bots, each with who relies on it.
+
+Implementations satisfy these structurally; nothing here imports a platform library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.types import ConversationKey, ReplyInfo, Turn, Usage
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    """How a platform wants replies shaped; `core.streaming` renders within them.
+
+    `max_chars` is the hard limit of one message; the renderer splits at `split_chars` (lower, to
+    leave room for a closing code fence and the streaming indicator). `min_edit_interval_s` spaces
+    updates of one message. `placeholder` (or None) is posted before the first token arrives.
+    `close_open_fences` closes an unclosed code fence in every in-progress update so it renders;
+    a terminal that prints only what was added sets it False.
+    """
+
+    max_chars: int
+    split_chars: int
+    min_edit_interval_s: float
+    placeholder: str | None = None
+    streaming_indicator: str = ""
+    close_open_fences: bool = True
+
+
+class ReplySink(Protocol):
+    """Where one reply goes: a Slack thread, a Discord channel, a terminal.
+
+    Relied on by `core.reply.ReplyStream`, which calls `start` once, `post`/`edit` as the renderer
+    decides (at most one call in flight, newest text wins) and `finish` once at the end. An adapter
+    paces `edit` itself (per-workspace or per-channel budgets) by awaiting inside it, and absorbs
+    platform errors it can recover from; what it cannot it raises as `PlatformError`.
+    """
+
+    @property
+    def limits(self) -> RenderLimits: ...
+
+    async def start(self) -> None:
+        """Show that the bot is working (typing, reaction, status), before any text exists."""
+
+    async def post(self, text: str) -> str:
+        """Post a new message of this reply and return the platform's reference to it."""
+
+    async def edit(self, ref: str, text: str, *, final: bool) -> None:
+        """Replace the text of a message this sink posted. `final` is its last update."""
+
+    async def finish(self) -> None:
+        """The reply is complete: clear the working signal."""
+
+    def footer(self, info: ReplyInfo) -> str | None:
+        """A short note appended to the last message (model used, context trimmed), or None."""
+
+
+class Clock(Protocol):
+    """Monotonic seconds. Relied on by the renderer and the chat client so tests control time."""
+
+    def __call__(self) -> float: ...
+
+
+class HistoryStore(Protocol):
+    """Conversation memory. Relied on by `ConversationEngine`; `core.history.RedisHistory` implements it."""
+
+    async def load(self, key: ConversationKey) -> list[Turn]:
+        """The stored turns, oldest first. Raises HistoryUnavailable when the store is down."""
+
+    async def append(self, key: ConversationKey, turns: Sequence[Turn]) -> int:
+        """Append turns, trim, refresh the TTL in one round trip; returns how many were dropped."""
+
+    async def clear(self, key: ConversationKey) -> None:
+        """Forget the conversation."""
+
+
+class Coordination(Protocol):
+    """Cross-replica coordination. Relied on by `ConversationEngine`; `core.coordination` implements it."""
+
+    async def claim_event(self, bot: str, event_id: str) -> bool:
+        """True the first time an event id is seen (across replicas), False for a repeat."""
+
+    def conversation_lock(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
+        """Held while one turn of the conversation is answered, so turns run in order."""
+
+
+class UsageRecorder(Protocol):
+    """Token accounting per app ID, day and model. Relied on by `ConversationEngine` and the CLI."""
+
+    async def record(self, app_id: str, model: str, usage: Usage | None) -> None: ...
+
+
+
+class BotRuntime(Protocol):
+    """A running bot on one platform. Relied on by `bots.runner`, which starts every bot that has
+    its credentials, reports `ready` on /healthz and stops them on SIGTERM. Adapters implement it
+    (`adapters.console.ConsoleBot`, `adapters.slack.SlackBot`, `adapters.discord.DiscordBot`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ready(self) -> bool:
+        """Connected and able to answer."""
+
+    async def start(self) -> None:
+        """Connect and begin answering; returns once started (work continues in tasks)."""
+
+    async def stop(self) -> None:
+        """Stop taking new messages, finish or finalise replies in flight, disconnect."""
+
+
+class TurnObserver(Protocol):
+    """Told about every finished turn. Relied on by `ConversationEngine`; `bots.metrics` implements
+    it with Prometheus counters, tests with a list."""
+
+    def turn_finished(self, bot: str, status: str, model: str | None, latency_s: float,
+                      fallback_used: bool) -> None: ...

@@ -1,0 +1,46 @@
+"""Every Redis key lunos-bots writes, built in one place.
+
+One prefix (`lb` by default; tests use their own) and a hash tag around the conversation key, so a
+conversation's history and lock share one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.types import ConversationKey
+
+DEFAULT_PREFIX = "lb"
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Key names under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def history(self, key: ConversationKey) -> str:
+        return f"{self.prefix}:{{{key}}}:history"
+
+    def lock(self, key: ConversationKey) -> str:
+        return f"{self.prefix}:{{{key}}}:lock"
+
+    def event(self, bot: str, event_id: str) -> str:
+        return f"{self.prefix}:event:{bot}:{event_id}"
+
+    def usage(self, app_id: str, day: str) -> str:
+        return f"{self.prefix}:usage:{app_id}:{day}"
+
+    def usage_pattern(self) -> str:
+        return f"{self.prefix}:usage:*"
+
+    def parse_usage(self, key: str) -> tuple[str, str] | None:
+        """(app_id, day) from a usage key, or None if it is not one."""
+        head = f"{self.prefix}:usage:"
+        if not key.startswith(head):
+            return None
+        app_id, _, day = key[len(head):].rpartition(":")
+        return (app_id, day) if app_id and day else None
+
+    def bucket(self, name: str) -> str:
+        return f"{self.prefix}:bucket:{{{name}}}"

@@ -1,0 +1,135 @@
+"""`ReplyStream`: runs the streaming renderer against a `ReplySink`.
+
+It owns the timing the pure renderer cannot: a timer that sends a held-back update when it falls
+due, and one worker that talks to the sink so at most one platform call per reply is in flight.
+While a call is in flight newer edits of the same message replace older queued ones (newest text
+wins); posts and final edits are never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+
+from core.ports import ReplySink
+from core.streaming import Edit, Operation, Post, StreamRenderer
+
+log = structlog.get_logger(__name__)
+
+
+class ReplyStream:
+    """One reply being streamed to one sink. Use `open`, `push` per delta, then `close` once."""
+
+    def __init__(self, sink: ReplySink, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._renderer = StreamRenderer(sink.limits)
+        self._queue: deque[Operation] = deque()
+        self._refs: dict[int, str] = {}
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._worker: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self.failed_operations = 0
+
+    @property
+    def text(self) -> str:
+        """The model text received so far."""
+        return self._renderer.text
+
+    @property
+    def shown(self) -> bool:
+        """Whether any model text has been sent to the platform."""
+        return any(seg.body and seg.posted for seg in self._renderer.segments)
+
+    @property
+    def message_refs(self) -> list[str]:
+        return [self._refs[i] for i in sorted(self._refs)]
+
+    async def open(self) -> None:
+        """Show the working signal and the placeholder, if the platform uses one."""
+        self._worker = asyncio.create_task(self._run(), name="reply-stream")
+        try:
+            await self._sink.start()
+        except Exception as exc:  # a failed typing indicator must not cost the answer
+            log.warning("reply.start_failed", error=repr(exc))
+        self._enqueue(self._renderer.start(self._clock()))
+
+    async def push(self, delta: str) -> None:
+        """Add model text. Never blocks on the platform."""
+        if not delta or self._renderer.finished:
+            return
+        self._enqueue(self._renderer.feed(delta, self._clock()))
+        self._arm_timer()
+
+    async def close(self, note: str | None = None) -> None:
+        """Finish the reply with `note` after the text (or as the whole text when there is none)
+        and wait until the platform has every final state."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._enqueue(self._renderer.finish(self._clock(), note))
+        self._closing = True
+        self._wake.set()
+        if self._worker is not None:
+            await asyncio.shield(self._worker)
+        try:
+            await self._sink.finish()
+        except Exception as exc:
+            log.warning("reply.finish_failed", error=repr(exc))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _enqueue(self, ops: list[Operation]) -> None:
+        if ops:
+            self._queue.extend(ops)
+            self._wake.set()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None and not self._timer.done():
+            return
+        due = self._renderer.due_at()
+        if due is None:
+            return
+        self._timer = asyncio.create_task(self._fire_at(due), name="reply-stream-timer")
+
+    async def _fire_at(self, due: float) -> None:
+        delay = due - self._clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._timer = None
+        self._enqueue(self._renderer.tick(self._clock()))
+        self._arm_timer()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                op = self._queue.popleft()
+                if isinstance(op, Edit) and not op.final and self._superseded(op):
+                    continue
+                await self._execute(op)
+            if self._closing and not self._queue:
+                return
+
+    def _superseded(self, op: Edit) -> bool:
+        return any(isinstance(o, Edit) and o.index == op.index for o in self._queue)
+
+    async def _execute(self, op: Operation) -> None:
+        try:
+            ref = self._refs.get(op.index)
+            if isinstance(op, Post) or ref is None:
+                # An edit whose post failed becomes a post, so the final text still appears.
+                self._refs[op.index] = await self._sink.post(op.text)
+            else:
+                await self._sink.edit(ref, op.text, final=op.final)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the sink already retried what it could; keep the reply going
+            self.failed_operations += 1
+            log.warning("reply.operation_failed", operation=type(op).__name__, error=repr(exc))

@@ -1,0 +1,176 @@
+"""Platform-neutral values that cross the seam between adapters and the engine.
+
+Frozen dataclasses only: adapters build them from wire payloads, the engine reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ConversationKey:
+    """Which conversation a message belongs to: the thread where there is one, else the channel.
+
+    Rendered `platform:workspace:channel[:thread]`; histories never cross keys.
+    """
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str | None = None
+
+    def __str__(self) -> str:
+        parts = [self.platform, self.workspace, self.channel]
+        if self.thread:
+            parts.append(self.thread)
+        return ":".join(parts)
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who wrote an incoming message."""
+
+    id: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a chat-completions request."""
+
+    role: Role
+    content: str
+    name: str | None = None  # author, for multi-user channels; sent inside the content, not as `name`
+
+    def as_api(self) -> dict[str, str]:
+        """The wire form. Author names go into the text: OpenAI's `name` field rejects spaces."""
+        content = f"[{self.name}] {self.content}" if self.name and self.role == "user" else self.content
+        return {"role": self.role, "content": content}
+
+
+SeedLoader = Callable[[], Awaitable[Sequence[ChatMessage]]]
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message addressed to a bot, with the bot mention already stripped from `text`."""
+
+    bot: str
+    platform: str
+    conversation: ConversationKey
+    author: Author
+    text: str
+    message_id: str
+    event_id: str
+    received_at: float
+    multi_user: bool = False  # a channel or thread several people talk in (not a DM)
+    # Called under the conversation lock when the conversation has no history yet, e.g. to read
+    # a Slack thread the bot was mentioned in midway. Bounded by the adapter.
+    seed: SeedLoader | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as the API reported them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What the engine asks of the chat client for one reply."""
+
+    app_id: str
+    model: str
+    fallback_models: tuple[str, ...]
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        return (self.model, *self.fallback_models)
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """What one reply turned out to be, across every attempt of the fallback chain."""
+
+    text: str
+    model: str  # the model that answered (the response's `model`), last one when continued
+    requested_model: str
+    fallback_used: bool
+    attempts: int
+    finish_reason: str | None
+    usage: Usage | None  # None: the API sent no usage chunk ("unknown")
+    interrupted: bool = False  # text was shown, the stream died and no model could continue it
+
+    @property
+    def truncated(self) -> bool:
+        """The answer hit `max_tokens`."""
+        return self.finish_reason == "length"
+
+
+@dataclass(frozen=True)
+class ReplyInfo:
+    """What a sink may mention in a footer once a reply is complete."""
+
+    model: str
+    fallback_used: bool
+    history_trimmed: bool
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A user message or an answer, as kept in history."""
+
+    role: Role
+    content: str
+    author: str | None = None  # display name in multi-user channels
+    model: str | None = None  # which model wrote an assistant turn
+    at: float = 0.0  # wall-clock seconds
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"role": self.role, "content": self.content, "at": self.at}
+        if self.author:
+            data["author"] = self.author
+        if self.model:
+            data["model"] = self.model
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Turn | None:
+        """Parse a stored turn; None for anything malformed (skipped rather than crashing a turn)."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        role, content = data.get("role"), data.get("content")
+        if role not in ("user", "assistant", "system") or not isinstance(content, str):
+            return None
+        author = data.get("author")
+        model = data.get("model")
+        at = data.get("at", 0.0)
+        return cls(
+            role=cast(Role, role),
+            content=content,
+            author=author if isinstance(author, str) else None,
+            model=model if isinstance(model, str) else None,
+            at=float(at) if isinstance(at, int | float) else 0.0,
+        )
+
+    def as_message(self) -> ChatMessage:
+        return ChatMessage(role=self.role, content=self.content, name=self.author)
