@@ -20,6 +20,9 @@ from core.streaming import Edit, Operation, Post, StreamRenderer
 
 log = structlog.get_logger(__name__)
 
+FINAL_OPERATION_ATTEMPTS = 3  # a final state is what the user keeps: worth retrying
+FINAL_RETRY_DELAY_S = 0.2  # doubled per retry; sinks already honour platform Retry-After
+
 
 class ReplyStream:
     """One reply being streamed to one sink. Use `open`, `push` per delta, then `close` once."""
@@ -121,15 +124,23 @@ class ReplyStream:
         return any(isinstance(o, Edit) and o.index == op.index for o in self._queue)
 
     async def _execute(self, op: Operation) -> None:
-        try:
-            ref = self._refs.get(op.index)
-            if isinstance(op, Post) or ref is None:
-                # An edit whose post failed becomes a post, so the final text still appears.
-                self._refs[op.index] = await self._sink.post(op.text)
-            else:
-                await self._sink.edit(ref, op.text, final=op.final)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the sink already retried what it could; keep the reply going
-            self.failed_operations += 1
-            log.warning("reply.operation_failed", operation=type(op).__name__, error=repr(exc))
+        final = isinstance(op, Post) or op.final
+        attempts = FINAL_OPERATION_ATTEMPTS if final else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                ref = self._refs.get(op.index)
+                if isinstance(op, Post) or ref is None or attempt == attempts > 1:
+                    # A post, an edit whose post failed, or a final edit that keeps failing (the
+                    # message was deleted, say): post the text anew so it still appears.
+                    self._refs[op.index] = await self._sink.post(op.text)
+                else:
+                    await self._sink.edit(ref, op.text, final=op.final)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the sink already retried what it could; keep the reply going
+                self.failed_operations += 1
+                log.warning("reply.operation_failed", operation=type(op).__name__, final=final,
+                            attempt=attempt, error=repr(exc))
+                if attempt < attempts:
+                    await asyncio.sleep(FINAL_RETRY_DELAY_S * 2 ** (attempt - 1))

@@ -27,6 +27,8 @@ EMPTY_REPLY = "(no answer)"
 NOTE_SEPARATOR = "\n\n"
 # Preferred places to split a long reply, best first; each cut lands after the separator.
 CLEAN_BOUNDARIES = ("\n\n", "\n", ". ", "! ", "? ", " ")
+# A clean boundary is only taken past this share of the limit: cutting earlier wastes messages.
+MIN_CUT_FRACTION = 0.3
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ def _closing_fence(text: str) -> str:
 
 def choose_cut(body: str, limit: int) -> int:
     """Where to end a message whose body is longer than `limit`: after the best clean boundary
-    in the second half of the allowed window, else a hard cut at `limit`."""
-    window_start = max(1, limit // 2)
+    past `MIN_CUT_FRACTION` of it, else a hard cut at `limit`."""
+    window_start = max(1, int(limit * MIN_CUT_FRACTION))
     for boundary in CLEAN_BOUNDARIES:
         found = body.rfind(boundary, window_start, limit)
         if found != -1 and found + len(boundary) <= limit:

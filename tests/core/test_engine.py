@@ -1,0 +1,297 @@
+"""ConversationEngine on real Redis and the fake chat API: memory, isolation, order, dedupe,
+trimming, TTL, commands, failures and a Redis outage."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from core.engine import (
+    APOLOGY_BAD_KEY,
+    APOLOGY_RATE_LIMITED,
+    APOLOGY_UNAVAILABLE,
+    INTERRUPTED_NOTE,
+    RESET_REPLY,
+    TRUNCATED_NOTE,
+)
+from core.profile import HistoryLimits
+from core.redis_keys import RedisKeys
+from core.types import Author, ChatMessage, ConversationKey, IncomingMessage
+from core.usage import RedisUsage
+from tests.conftest import EngineFactory
+from tests.fakes.chat_api import Behaviour, FakeChatAPI
+from tests.fakes.sinks import DEFAULT_TEST_LIMITS, RecordingSink
+
+A, B = "test/model-a", "test/model-b"
+
+
+def conversation(name: str = "c1", thread: str | None = None) -> ConversationKey:
+    return ConversationKey("test", "w1", name, thread)
+
+
+def incoming(text: str, conv: ConversationKey | None = None, *, event_id: str | None = None,
+             author: str = "alice", multi_user: bool = False, seed: Sequence[ChatMessage] | None = None
+             ) -> IncomingMessage:
+    async def load_seed() -> Sequence[ChatMessage]:
+        return seed or ()
+
+    return IncomingMessage(
+        bot="testbot", platform="test", conversation=conv or conversation(), author=Author("u1", author),
+        text=text, message_id=uuid.uuid4().hex, event_id=event_id or uuid.uuid4().hex,
+        received_at=time.time(), multi_user=multi_user, seed=load_seed if seed is not None else None,
+    )
+
+
+def contents(body: dict[str, object] | None) -> list[str]:
+    assert body is not None
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    return [str(m["content"]) for m in messages]
+
+
+class TestMemory:
+    """What the model is sent, turn after turn."""
+
+    async def test_second_turn_sees_the_first(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """[system, *history, user]: the first question and answer come back on the second turn."""
+        engine = make_engine()
+        chat_api.script(A, Behaviour(text="Paris is the capital."), Behaviour(text="About 2 million."))
+        await engine.handle(incoming("What is the capital of France?"), RecordingSink())
+        await engine.handle(incoming("How many people live there?"), RecordingSink())
+        assert contents(chat_api.requests[1].body) == [
+            "You are a test bot.", "What is the capital of France?", "Paris is the capital.",
+            "How many people live there?",
+        ]
+        roles = [m["role"] for m in chat_api.requests[1].body["messages"]]  # type: ignore[index]
+        assert roles == ["system", "user", "assistant", "user"]
+
+    async def test_conversations_are_isolated(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """A secret said in one conversation never appears in another's request."""
+        engine = make_engine()
+        await engine.handle(incoming("the password is swordfish", conversation("private")), RecordingSink())
+        await engine.handle(incoming("what is the password?", conversation("other")), RecordingSink())
+        await engine.handle(incoming("and in this thread?", conversation("private", "t1")), RecordingSink())
+        for sent in chat_api.requests[1:]:
+            assert not any("swordfish" in c for c in contents(sent.body))
+
+    async def test_turns_in_one_conversation_run_in_order(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """Two messages at once: the second waits and sees the first's answer."""
+        engine = make_engine()
+        chat_api.script(A, Behaviour(text="first answer", ttft_s=0.3), Behaviour(text="second answer"))
+        first = asyncio.create_task(engine.handle(incoming("one"), RecordingSink()))
+        await chat_api.wait_for_requests(1)
+        second = asyncio.create_task(engine.handle(incoming("two"), RecordingSink()))
+        await asyncio.gather(first, second)
+        assert contents(chat_api.requests[1].body)[1:] == ["one", "first answer", "two"]
+
+    async def test_author_names_in_multi_user_channels(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """In a channel several people share, each user turn says who spoke."""
+        engine = make_engine()
+        await engine.handle(incoming("hi", author="Alice Smith", multi_user=True), RecordingSink())
+        await engine.handle(incoming("hello", author="Bob", multi_user=True), RecordingSink())
+        assert contents(chat_api.requests[1].body)[1] == "[Alice Smith] hi"
+        assert contents(chat_api.requests[1].body)[-1] == "[Bob] hello"
+
+    async def test_seed_fills_an_empty_conversation(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """An adapter's seed (e.g. a Slack thread read once) becomes history, then is stored."""
+        engine = make_engine()
+        seed = [ChatMessage("user", "we deploy on Fridays", name="Carol"), ChatMessage("assistant", "noted")]
+        await engine.handle(incoming("when do we deploy?", multi_user=True, seed=seed), RecordingSink())
+        await engine.handle(incoming("thanks", multi_user=True, seed=[]), RecordingSink())
+        assert contents(chat_api.requests[0].body)[1:3] == ["[Carol] we deploy on Fridays", "noted"]
+        assert "[Carol] we deploy on Fridays" in contents(chat_api.requests[1].body)
+
+
+class TestLimits:
+    """Trimming and expiry."""
+
+    async def test_max_messages_trims_oldest(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """Only the newest max_messages turns are kept, and the engine says it trimmed."""
+        engine = make_engine(history=HistoryLimits(max_messages=4))
+        outcomes = [await engine.handle(incoming(f"q{i}"), RecordingSink()) for i in range(4)]
+        sent = contents(chat_api.requests[3].body)
+        assert sent[0] == "You are a test bot." and sent[-1] == "q3"
+        assert len(sent) == 1 + 4 + 1 and "q0" not in sent
+        assert outcomes[2].history_trimmed and not outcomes[0].history_trimmed
+
+    async def test_prompt_budget_drops_oldest_turns(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """Past max_prompt_tokens the oldest turns are left out of the request."""
+        engine = make_engine(history=HistoryLimits(max_prompt_tokens=60))
+        chat_api.script(A, Behaviour(text="y" * 200))
+        await engine.handle(incoming("x" * 200), RecordingSink())
+        outcome = await engine.handle(incoming("short"), RecordingSink())
+        assert contents(chat_api.requests[1].body) == ["You are a test bot.", "short"]
+        assert outcome.history_trimmed
+
+    async def test_history_expires(self, make_engine: EngineFactory, redis: Redis, keys: RedisKeys) -> None:
+        """The conversation key carries the bot's TTL."""
+        engine = make_engine(history=HistoryLimits(ttl_s=3600))
+        await engine.handle(incoming("remember me"), RecordingSink())
+        ttl = await redis.ttl(keys.history(conversation()))
+        assert 3500 < ttl <= 3600
+
+    async def test_keys_share_a_cluster_slot(self, keys: RedisKeys) -> None:
+        """History and lock of one conversation carry the same hash tag."""
+        key = conversation("C9", "171.5")
+        tag = "{test:w1:C9:171.5}"
+        assert tag in keys.history(key) and tag in keys.lock(key)
+
+
+class TestDelivery:
+    """Dedupe and what the user sees."""
+
+    async def test_duplicate_event_is_answered_once(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """The same event id twice (a platform retry) makes one model call and one reply."""
+        engine = make_engine()
+        sink1, sink2 = RecordingSink(), RecordingSink()
+        results = await asyncio.gather(engine.handle(incoming("hi", event_id="ev-1"), sink1),
+                                       engine.handle(incoming("hi", event_id="ev-1"), sink2))
+        assert sorted(r.status for r in results) == ["answered", "duplicate"]
+        assert len(chat_api.requests) == 1
+        assert len(sink1.messages) + len(sink2.messages) == 1
+
+    async def test_reply_streams_and_ends_final(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """The placeholder is replaced by growing text; the last state is exactly the answer."""
+        engine = make_engine()
+        chat_api.script(A, Behaviour(text="one two three four five six", chunk_chars=3, token_delay_s=0.01))
+        sink = RecordingSink()
+        outcome = await engine.handle(incoming("count"), sink)
+        assert outcome.status == "answered"
+        assert sink.final_texts == ["one two three four five six"]
+        edits = [c for c in sink.calls if c.kind == "edit"]
+        assert len(edits) > 2 and edits[-1].final
+        assert sink.calls[0].kind == "start" and sink.calls[-1].kind == "finish"
+
+    async def test_all_models_failing_leaves_an_apology(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """No answer: the placeholder becomes one short apology; nothing is stored."""
+        engine = make_engine()
+        for model in (A, B):
+            chat_api.script(model, Behaviour(kind="status", status=503))
+        sink = RecordingSink()
+        outcome = await engine.handle(incoming("hello?"), sink)
+        assert outcome.status == "failed"
+        assert sink.final_texts == [APOLOGY_UNAVAILABLE]
+        assert DEFAULT_TEST_LIMITS.placeholder not in sink.final_texts
+        assert not await engine.has_history(conversation())
+
+    async def test_rate_limit_apology(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """Rate limits on every model read as 'try again in a minute'."""
+        engine = make_engine()
+        for model in (A, B):
+            chat_api.script(model, Behaviour(kind="status", status=429, retry_after=0.01))
+        sink = RecordingSink()
+        await engine.handle(incoming("hello?"), sink)
+        assert sink.final_texts == [APOLOGY_RATE_LIMITED]
+
+    async def test_bad_key_apology(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """A rejected key is said plainly, without a traceback."""
+        engine = make_engine()
+        chat_api.script(A, Behaviour(kind="status", status=401))
+        sink = RecordingSink()
+        await engine.handle(incoming("hello?"), sink)
+        assert sink.final_texts == [APOLOGY_BAD_KEY]
+
+    async def test_interrupted_answer_keeps_text_and_says_so(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A stream nobody could continue keeps its text and ends with a visible note."""
+        engine = make_engine(fallback_models=())
+        chat_api.script(A, Behaviour(kind="die", text="Half of the answer", die_after_chars=8))
+        sink = RecordingSink()
+        outcome = await engine.handle(incoming("go"), sink)
+        assert outcome.status == "interrupted"
+        assert sink.final_texts[-1].endswith(INTERRUPTED_NOTE)
+        assert outcome.result is not None and sink.final_texts[-1].startswith(outcome.result.text)
+
+    async def test_truncated_answer_is_marked(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """finish_reason length shows a note after the text."""
+        engine = make_engine()
+        chat_api.script(A, Behaviour(text="a long answ", finish_reason="length"))
+        sink = RecordingSink()
+        await engine.handle(incoming("go"), sink)
+        assert sink.final_texts == [f"a long answ\n\n{TRUNCATED_NOTE}"]
+
+    async def test_footer_is_appended(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """The sink's footer lands after the answer, and it is told who answered."""
+        engine = make_engine()
+        chat_api.script(A, Behaviour(kind="status", status=500))
+        chat_api.script(B, Behaviour(text="backup here"))
+        sink = RecordingSink(footer_text="_answered by a fallback_")
+        await engine.handle(incoming("go"), sink)
+        assert sink.final_texts == ["backup here\n\n_answered by a fallback_"]
+        assert sink.footers[0].fallback_used and sink.footers[0].model == B
+
+    async def test_usage_is_recorded_per_app_and_model(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI, redis: Redis, keys: RedisKeys
+    ) -> None:
+        """Requests and tokens are counted under the bot's app ID and the answering model."""
+        engine = make_engine(app_id="usage-app")
+        await engine.handle(incoming("count me"), RecordingSink())
+        chat_api.script(A, Behaviour(text="no usage", include_usage=False))
+        await engine.handle(incoming("and me"), RecordingSink())
+        rows = await RedisUsage(redis, keys).read(app_id="usage-app", days=1)
+        assert len(rows) == 1
+        row = rows[0]
+        assert (row.app_id, row.model, row.requests, row.usage_unknown) == ("usage-app", A, 2, 1)
+        assert row.prompt_tokens > 0 and row.completion_tokens > 0
+
+
+class TestCommands:
+    """reset and help live in the engine."""
+
+    async def test_reset_forgets(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """After reset the next request carries no history."""
+        engine = make_engine()
+        await engine.handle(incoming("remember swordfish"), RecordingSink())
+        sink = RecordingSink()
+        await engine.handle(incoming("  RESET "), sink)
+        assert sink.final_texts == [RESET_REPLY]
+        await engine.handle(incoming("what did I say?"), RecordingSink())
+        assert contents(chat_api.requests[-1].body) == ["You are a test bot.", "what did I say?"]
+        assert len(chat_api.requests) == 2
+
+    async def test_help(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """help answers without calling the model."""
+        engine = make_engine()
+        sink = RecordingSink()
+        await engine.handle(incoming("/help"), sink)
+        assert "reset" in sink.final_texts[0] and not chat_api.requests
+
+
+class TestRedisDown:
+    """An unreachable Redis costs memory, never the answer."""
+
+    async def test_answers_without_history(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """Every Redis call fails fast; the turn is answered and reported degraded."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        dead = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2, socket_timeout=0.2)
+        try:
+            engine = make_engine(redis_client=dead)
+            sink = RecordingSink()
+            outcome = await engine.handle(incoming("still there?"), sink)
+            again = await engine.handle(incoming("still there?", event_id="same"), RecordingSink())
+            duplicate = await engine.handle(incoming("still there?", event_id="same"), RecordingSink())
+        finally:
+            await dead.aclose()
+        assert outcome.status == "answered" and outcome.degraded
+        assert sink.final_texts[0].startswith("You said: still there?")
+        assert again.status == "answered" and duplicate.status == "duplicate"

@@ -1,0 +1,85 @@
+"""ReplyStream: one platform call in flight, newest text wins, the final state always lands."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from core.ports import RenderLimits
+from core.reply import ReplyStream
+from tests.fakes.sinks import RecordingSink
+
+LIMITS = RenderLimits(max_chars=500, split_chars=400, min_edit_interval_s=0.0, placeholder="…")
+
+
+@dataclass
+class SlowSink(RecordingSink):
+    """Each edit waits until the test releases it, like a rate-limited platform."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    edit_started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def edit(self, ref: str, text: str, *, final: bool) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.edit_started.set()
+        await self.release.wait()
+        self.in_flight -= 1
+        await super().edit(ref, text, final=final)
+
+
+class TestReplyStream:
+    """The driver between the renderer and a sink."""
+
+    async def test_newest_text_wins_while_an_edit_is_in_flight(self) -> None:
+        """Deltas arriving during a slow edit collapse into one newer edit; the final one lands."""
+        sink = SlowSink(limits=LIMITS)
+        reply = ReplyStream(sink)
+        await reply.open()
+        await reply.push("a")
+        async with asyncio.timeout(5):
+            await sink.edit_started.wait()
+        for piece in "bcdefgh":
+            await reply.push(piece)
+        sink.release.set()
+        await reply.close()
+        texts = [c.text for c in sink.calls if c.kind == "edit"]
+        assert texts[0] == "a" and texts[-1] == "abcdefgh"
+        assert len(texts) <= 3, texts
+        assert sink.max_in_flight == 1
+        assert sink.final_texts == ["abcdefgh"]
+
+    async def test_failed_edits_do_not_lose_the_final_text(self) -> None:
+        """A platform error on an intermediate edit is logged; the reply still completes."""
+        sink = RecordingSink(limits=LIMITS, fail_edits=1)
+        reply = ReplyStream(sink)
+        await reply.open()
+        await reply.push("hello")
+        await reply.push(" world")
+        await reply.close()
+        assert sink.final_texts == ["hello world"]
+        assert reply.failed_operations == 1
+
+    async def test_held_back_update_is_sent_by_the_timer(self) -> None:
+        """With an interval, text that arrived early is shown when due, without a new delta."""
+        limits = RenderLimits(max_chars=500, split_chars=400, min_edit_interval_s=0.05, placeholder=None)
+        sink = RecordingSink(limits=limits)
+        reply = ReplyStream(sink)
+        await reply.open()
+        await reply.push("first")
+        await reply.push(" second")
+        seen = asyncio.Event()
+        original = sink.edit
+
+        async def watch(ref: str, text: str, *, final: bool) -> None:
+            await original(ref, text, final=final)
+            seen.set()
+
+        sink.edit = watch  # type: ignore[method-assign]
+        async with asyncio.timeout(5):
+            await seen.wait()
+        assert sink.final_texts == ["first second"]
+        await reply.close()
+        assert sink.calls[-2].final
