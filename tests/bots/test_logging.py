@@ -5,10 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import structlog
 
 from bots.logging_setup import REDACTED, SecretRedactor, configure_logging
+from core.types import Author, ConversationKey, IncomingMessage
+from tests.conftest import EngineFactory
+from tests.fakes.chat_api import Behaviour, FakeChatAPI
+from tests.fakes.sinks import RecordingSink
 
 API_KEY = "sk-lunos-very-secret-key-123"
 SLACK_TOKEN = "xoxb-not-a-real-token-but-long"
@@ -49,3 +54,31 @@ class TestRedaction:
         """A tiny or empty 'secret' would redact ordinary words; it is ignored."""
         redactor = SecretRedactor(["", "ab"])
         assert redactor.scrub("abc about") == "abc about"
+
+
+class TestTurnLogFields:
+    """Every log line of a turn carries who, where and which model."""
+
+    async def test_turn_lines_carry_context(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """bot, app_id, platform, conversation, model, fallback_used on every line; latency and tokens at the end."""
+        out = io.StringIO()
+        configure_logging(level="INFO", fmt="json", redactor=SecretRedactor([]), stream=out)
+        try:
+            chat_api.script("test/model-a", Behaviour(kind="status", status=500))
+            engine = make_engine()
+            message = IncomingMessage(
+                bot="testbot", platform="test", conversation=ConversationKey("test", "w", "c"),
+                author=Author("u", "u"), text="hi", message_id="m1", event_id="e1", received_at=time.time(),
+            )
+            await engine.handle(message, RecordingSink())
+        finally:
+            logging.getLogger().handlers.clear()
+            structlog.reset_defaults()
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [line["event"] for line in lines] == ["chat.attempt_failed", "chat.attempt_failed", "turn.answered"]
+        for line in lines:
+            assert {"bot", "app_id", "platform", "conversation", "model", "fallback_used"} <= line.keys()
+            assert (line["bot"], line["app_id"], line["platform"]) == ("testbot", "test-app-1", "test")
+        final = lines[-1]
+        assert final["model"] == "test/model-b" and final["fallback_used"] is True
+        assert final["latency_ms"] >= 0 and final["tokens"] > 0
