@@ -18,6 +18,7 @@ from core.engine import ConversationEngine
 from core.history import RedisHistory
 from core.ports import TurnObserver
 from core.profile import BotProfile
+from core.redis_circuit import RedisCircuit
 from core.redis_keys import RedisKeys
 from core.tokens import TokenEstimator
 from core.usage import RedisUsage
@@ -62,6 +63,7 @@ class Services:
     coordination: RedisCoordination = field(init=False)
     usage: RedisUsage = field(init=False)
     estimator: TokenEstimator = field(default_factory=TokenEstimator)
+    circuit: RedisCircuit = field(default_factory=RedisCircuit)  # one per process, shared by every store
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     async def __aenter__(self) -> Services:
@@ -73,8 +75,8 @@ class Services:
             timeouts=self.settings.timeouts,
         )
         self._stack.push_async_callback(self.chat.aclose)
-        self.coordination = RedisCoordination(self.redis, self.keys)
-        self.usage = RedisUsage(self.redis, self.keys)
+        self.coordination = RedisCoordination(self.redis, self.keys, self.circuit)
+        self.usage = RedisUsage(self.redis, self.keys, circuit=self.circuit)
         return self
 
     async def __aexit__(
@@ -90,8 +92,9 @@ class Services:
                         "history is NOT persistent and not shared between processes")
 
     def engine(self, profile: BotProfile, observer: TurnObserver | None = None) -> ConversationEngine:
+        history = RedisHistory(self.redis, self.keys, profile.history, self.circuit)
         return ConversationEngine(
-            profile, chat=self.chat, history=RedisHistory(self.redis, self.keys, profile.history),
+            profile, chat=self.chat, history=history,
             coordination=self.coordination, usage=self.usage, estimator=self.estimator, observer=observer,
         )
 

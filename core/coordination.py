@@ -17,6 +17,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
+from core.redis_circuit import RedisCircuit
 from core.redis_keys import RedisKeys
 from core.types import ConversationKey
 
@@ -32,9 +33,10 @@ LOCAL_DEDUPE_MAX = 10_000  # event ids remembered in memory while Redis is down
 class RedisCoordination:
     """Dedupe and locks on Redis, falling back to this process when Redis fails."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, circuit: RedisCircuit | None = None) -> None:
         self._redis = redis
         self._keys = keys
+        self._circuit = circuit or RedisCircuit()
         self._local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._local_events: OrderedDict[str, float] = OrderedDict()
 
@@ -42,11 +44,15 @@ class RedisCoordination:
         name = self._keys.event(bot, event_id)
         if not self._claim_locally(name):
             return False
+        if self._circuit.is_open:
+            return True
         try:
             claimed = await self._redis.set(name, "1", nx=True, ex=EVENT_DEDUPE_TTL_S)
         except (RedisError, OSError) as exc:
+            self._circuit.record_failure()
             log.warning("coordination.degraded", op="dedupe", error=type(exc).__name__)
             return True
+        self._circuit.record_success()
         return bool(claimed)
 
     def _claim_locally(self, name: str) -> bool:
@@ -74,12 +80,14 @@ class RedisCoordination:
                 name, timeout=LOCK_TIMEOUT_S, sleep=LOCK_POLL_S, blocking_timeout=LOCK_WAIT_S
             )
             acquired = False
-            try:
-                acquired = bool(await lock.acquire())
-            except (RedisError, OSError) as exc:
-                log.warning("coordination.degraded", op="lock", error=type(exc).__name__)
-            if not acquired:
-                log.warning("coordination.lock_not_acquired", conversation=str(key))
+            if not self._circuit.is_open:
+                try:
+                    acquired = bool(await lock.acquire())
+                except (RedisError, OSError) as exc:
+                    self._circuit.record_failure()
+                    log.warning("coordination.degraded", op="lock", error=type(exc).__name__)
+                if not acquired and not self._circuit.is_open:
+                    log.warning("coordination.lock_not_acquired", conversation=str(key))
             try:
                 yield
             finally:

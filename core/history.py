@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from core.errors import HistoryUnavailable
 from core.profile import HistoryLimits
+from core.redis_circuit import RedisCircuit
 from core.redis_keys import RedisKeys
 from core.types import ConversationKey, Turn
 
@@ -20,16 +21,29 @@ from core.types import ConversationKey, Turn
 class RedisHistory:
     """History of one bot's conversations within `limits`."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, limits: HistoryLimits) -> None:
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, limits: HistoryLimits, circuit: RedisCircuit | None = None
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._limits = limits
+        self._circuit = circuit or RedisCircuit()
+
+    def _skip_if_down(self, op: str) -> None:
+        if self._circuit.is_open:
+            raise HistoryUnavailable(f"cannot {op} history: Redis failed recently")
+
+    def _failed(self, op: str, exc: Exception) -> HistoryUnavailable:
+        self._circuit.record_failure()
+        return HistoryUnavailable(f"cannot {op} history: {type(exc).__name__}")
 
     async def load(self, key: ConversationKey) -> list[Turn]:
+        self._skip_if_down("load")
         try:
             raw = await self._redis.lrange(self._keys.history(key), -self._limits.max_messages, -1)
         except (RedisError, OSError) as exc:
-            raise HistoryUnavailable(f"cannot load history: {type(exc).__name__}") from exc
+            raise self._failed("load", exc) from exc
+        self._circuit.record_success()
         turns = [Turn.from_json(item) for item in raw]
         return [t for t in turns if t is not None]
 
@@ -37,6 +51,7 @@ class RedisHistory:
         if not turns:
             return 0
         name = self._keys.history(key)
+        self._skip_if_down("save")
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(name, *(t.to_json() for t in turns))
@@ -44,11 +59,12 @@ class RedisHistory:
                 pipe.expire(name, self._limits.ttl_s)
                 length, _, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise HistoryUnavailable(f"cannot save history: {type(exc).__name__}") from exc
+            raise self._failed("save", exc) from exc
         return max(0, int(length) - self._limits.max_messages)
 
     async def clear(self, key: ConversationKey) -> None:
+        self._skip_if_down("clear")
         try:
             await self._redis.delete(self._keys.history(key))
         except (RedisError, OSError) as exc:
-            raise HistoryUnavailable(f"cannot clear history: {type(exc).__name__}") from exc
+            raise self._failed("clear", exc) from exc

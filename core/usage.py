@@ -15,6 +15,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core.redis_circuit import RedisCircuit
 from core.redis_keys import RedisKeys
 from core.types import Usage
 
@@ -43,14 +44,21 @@ def day_of(timestamp: float) -> str:
 class RedisUsage:
     """Records and reads usage counters."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, *, wall_clock: Callable[[], float] = time.time,
+        circuit: RedisCircuit | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._wall_clock = wall_clock
+        self._circuit = circuit or RedisCircuit()
 
     async def record(self, app_id: str, model: str, usage: Usage | None) -> None:
         """Count one reply; a Redis failure is logged, never raised (usage must not cost a reply)."""
         name = self._keys.usage(app_id, day_of(self._wall_clock()))
+        if self._circuit.is_open:
+            log.warning("usage.not_recorded", error="Redis failed recently")
+            return
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hincrby(name, f"{model}|requests", 1)
@@ -62,6 +70,7 @@ class RedisUsage:
                 pipe.expire(name, USAGE_TTL_S)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
+            self._circuit.record_failure()
             log.warning("usage.not_recorded", error=type(exc).__name__)
 
     async def read(self, *, app_id: str | None = None, days: int = 7) -> list[UsageRow]:

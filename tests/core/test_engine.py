@@ -295,3 +295,34 @@ class TestRedisDown:
         assert outcome.status == "answered" and outcome.degraded
         assert sink.final_texts[0].startswith("You said: still there?")
         assert again.status == "answered" and duplicate.status == "duplicate"
+
+
+class TestRedisCircuit:
+    """A dead Redis costs one timeout, not one per call."""
+
+    async def test_calls_skip_redis_after_a_failure(self) -> None:
+        """After one failure the store fails at once until the cool-down passes, then probes again."""
+        from core.errors import HistoryUnavailable
+        from core.history import RedisHistory
+        from core.redis_circuit import RedisCircuit
+
+        now = [0.0]
+        circuit = RedisCircuit(cool_down_s=5.0, clock=lambda: now[0])
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        dead = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2)
+        history = RedisHistory(dead, RedisKeys("lbtest-circuit"), HistoryLimits(), circuit)
+        try:
+            errors = []
+            for at in (0.0, 1.0, 6.0):
+                now[0] = at
+                try:
+                    await history.load(conversation())
+                except HistoryUnavailable as exc:
+                    errors.append(str(exc))
+        finally:
+            await dead.aclose()
+        assert "ConnectionError" in errors[0]
+        assert errors[1].endswith("Redis failed recently")
+        assert "ConnectionError" in errors[2], "after the cool-down Redis is tried again"
