@@ -177,24 +177,27 @@ class ConversationEngine:
         await reply.open()
         await reply.close(note=text)
 
-    async def _load_history(self, message: IncomingMessage) -> tuple[list[Turn], bool]:
+    async def _load_history(self, message: IncomingMessage) -> tuple[list[Turn], bool, bool]:
+        """(turns, degraded, seeded): stored history, else the adapter's seed for a conversation
+        the bot joins midway (e.g. a Slack thread), else nothing."""
         try:
             turns = await self._history.load(message.conversation)
         except HistoryUnavailable as exc:
             log.warning("history.degraded", op="load", error=str(exc))
-            return [], True
+            return [], True, False
         if turns or message.seed is None:
-            return turns, False
+            return turns, False, False
         try:
             seeded = await message.seed()
         except Exception as exc:  # a failed thread read must not cost the answer
             log.warning("history.seed_failed", error=repr(exc))
-            return [], False
+            return [], False, False
         seed_turns = [
             Turn(role=m.role, content=m.content, author=m.name, at=self._wall_clock())
             for m in seeded if m.content.strip()
         ]
-        return seed_turns[-self.profile.history.max_messages :], False
+        seed_turns = seed_turns[-self.profile.history.max_messages :]
+        return seed_turns, False, bool(seed_turns)
 
     def _build_messages(
         self, history: list[Turn], user: ChatMessage
@@ -216,8 +219,7 @@ class ConversationEngine:
 
     async def _answer(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         started = self._clock()
-        history, degraded = await self._load_history(message)
-        seeded = bool(history) and message.seed is not None and not degraded
+        history, degraded, seeded = await self._load_history(message)
         author = message.author.display_name if message.multi_user else None
         user = ChatMessage("user", message.text, name=author)
         messages, trimmed = self._build_messages(history, user)

@@ -108,9 +108,12 @@ class TestMemory:
         engine = make_engine()
         seed = [ChatMessage("user", "we deploy on Fridays", name="Carol"), ChatMessage("assistant", "noted")]
         await engine.handle(incoming("when do we deploy?", multi_user=True, seed=seed), RecordingSink())
-        await engine.handle(incoming("thanks", multi_user=True, seed=[]), RecordingSink())
+        await engine.handle(incoming("thanks", multi_user=True, seed=seed), RecordingSink())
         assert contents(chat_api.requests[0].body)[1:3] == ["[Carol] we deploy on Fridays", "noted"]
-        assert "[Carol] we deploy on Fridays" in contents(chat_api.requests[1].body)
+        await engine.handle(incoming("bye", multi_user=True, seed=seed), RecordingSink())
+        third = contents(chat_api.requests[2].body)
+        assert third.count("[Carol] we deploy on Fridays") == 1, "a seed is used once, then history rules"
+        assert len(third) == 1 + 2 + 2 + 2 + 1
 
 
 class TestLimits:
