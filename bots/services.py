@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from bots.settings import Settings
@@ -28,16 +28,22 @@ log = structlog.get_logger(__name__)
 REDIS_CONNECT_TIMEOUT_S = 2.0  # a down Redis must not stall a turn for long
 REDIS_SOCKET_TIMEOUT_S = 5.0
 REDIS_HEALTH_CHECK_INTERVAL_S = 30
+# Turns wait for a free connection rather than fail: redis-py's default pool raises at 100, and
+# a burst of replies would then look like an outage (benchmarks row 2b).
+REDIS_MAX_CONNECTIONS = 500
+REDIS_POOL_WAIT_S = 5.0
 
 
 def connect_redis(url: str | None) -> tuple[Redis, bool]:
     """A client for `url`, or the embedded in-process store when there is none. Returns
     (client, persistent)."""
     if url:
-        client: Redis = Redis.from_url(
-            url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_WAIT_S,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             health_check_interval=REDIS_HEALTH_CHECK_INTERVAL_S,
         )
+        client: Redis = Redis.from_pool(pool)
         return client, True
     import fakeredis  # only when no Redis is configured
 

@@ -240,11 +240,12 @@ class StreamRenderer:
 
     def _update_current(self, now: float) -> list[Operation]:
         current = self.segments[-1]
-        if not self._has_unsent(current):
-            return []
+        # The cheap time check first: rendering the live text scans the message for fences.
         if current.last_update_at is not None and (
             now - current.last_update_at < self.limits.min_edit_interval_s
         ):
+            return []
+        if not self._has_unsent(current):
             return []
         text = self._live_text(current)
         index = len(self.segments) - 1
