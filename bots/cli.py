@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except SettingsError as exc:
         print(f"lunos-bots: {exc}", file=sys.stderr)
         return 2
-    if args.command != "usage" and not getattr(args, "offline", False) and settings.api_key is None:
+    if args.command in ("run", "chat") and settings.api_key is None:
         print(f"lunos-bots: {MISSING_KEY}", file=sys.stderr)
         return 2
     bots_dir = getattr(args, "bots", None) or settings.bots_dir
@@ -118,17 +118,20 @@ async def _check(settings: Settings, report: LoadReport, *, offline: bool, out: 
                  f"app_id {definition.profile.app_id}, model {definition.profile.model})")
     if not report.definitions and not report.errors:
         line(False, f"{settings.bots_dir}: no bot definitions (*.toml)")
-    line(settings.api_key is not None or offline, "LUNOS_API_KEY " + ("set" if settings.api_key else "unset"))
+    key_state = "set" if settings.api_key else "unset (export LUNOS_API_KEY=<your key>)"
+    line(settings.api_key is not None or offline, f"LUNOS_API_KEY {key_state}")
     async with Services(settings) as services:
         if services.persistent:
             line(await redis_answers(services.redis), "Redis answers PING")
         else:
             line(True, "REDIS_URL unset: the embedded store will be used (not persistent)")
+        if not offline and not settings.api_key:
+            line(False, "GET /models skipped: LUNOS_API_KEY is unset")
         if not offline and settings.api_key:
             try:
                 models = await asyncio.wait_for(services.chat.list_models(), CHECK_TIMEOUT_S)
             except (ChatAPIError, TimeoutError) as exc:
-                line(False, f"GET {settings.base_url}/models: {exc or 'timed out'}")
+                line(False, f"GET {settings.base_url}/models: {str(exc) or 'timed out'}")
             else:
                 line(True, f"GET {settings.base_url}/models: {len(models)} models")
                 for definition in report.definitions:

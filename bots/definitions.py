@@ -118,8 +118,11 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
         raise DefinitionError(file, unknown[0], f"unknown field; expected one of {sorted(TOP_LEVEL_FIELDS)}")
     unset: list[tuple[str, str]] = []
     data: dict[str, Any] = _expand(raw, "", env, unset)
+    for where, var in unset:
+        if where == "platform":
+            raise DefinitionError(file, "platform", f"${{{var}}} is not set in the environment")
 
-    platform = _require_str(file, raw, "platform")
+    platform = _require_str(file, data, "platform")
     if platform not in PLATFORMS:
         raise DefinitionError(file, "platform", f"unknown platform {platform!r}; expected one of {PLATFORMS}")
     credential_paths = {f"{platform}.{f}" for f in CREDENTIAL_FIELDS[platform]}
@@ -138,6 +141,10 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
     fallbacks = data.get("fallback_models", [])
     if not isinstance(fallbacks, list) or not all(isinstance(m, str) and m.strip() for m in fallbacks):
         raise DefinitionError(file, "fallback_models", "expected a list of non-empty model ids")
+    chain = [model, *(m.strip() for m in fallbacks)]
+    if len(set(chain)) != len(chain):
+        raise DefinitionError(
+            file, "fallback_models", "expected models different from each other and from model")
     system_prompt = data.get("system_prompt", "You are a helpful assistant.")
     if not isinstance(system_prompt, str):
         raise DefinitionError(file, "system_prompt", "expected a string")

@@ -112,9 +112,17 @@ async def run_bots(services: Services, definitions: Sequence[BotDefinition]) -> 
     started: list[BotRuntime] = []
     try:
         for runtime in runtimes:
-            await runtime.start()
+            try:
+                await runtime.start()
+            except Exception as exc:  # one bot's bad token must not take the others down
+                log.error("bot.start_failed", bot=runtime.name, error=repr(exc))
+                continue
             started.append(runtime)
             log.info("bot.started", bot=runtime.name)
+        if not started:
+            log.error("run.nothing_started", note="every bot failed to start; see the lines above")
+            return 1
+        server.watch(started)
         waiters = [asyncio.create_task(stop.wait())]
         if all(isinstance(r, ConsoleBot) for r in runtimes):
             waiters += [asyncio.create_task(r.finished.wait()) for r in runtimes if isinstance(r, ConsoleBot)]

@@ -15,6 +15,7 @@ DEFAULT_PORT = 8080
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
 DEFAULT_DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class SettingsError(ValueError):
@@ -60,6 +61,9 @@ class Settings:
         log_format = (env.get("LOG_FORMAT", "").strip() or log_format_default).lower()
         if log_format not in ("console", "json"):
             raise SettingsError(f"LOG_FORMAT={log_format!r}: expected 'console' or 'json'")
+        log_level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
+        if log_level not in LOG_LEVELS:
+            raise SettingsError(f"LOG_LEVEL={log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
         defaults = ChatTimeouts()
         return cls(
             api_key=env.get("LUNOS_API_KEY", "").strip() or None,
@@ -67,7 +71,7 @@ class Settings:
             redis_url=env.get("REDIS_URL", "").strip() or None,
             redis_prefix=env.get("REDIS_KEY_PREFIX", "").strip() or DEFAULT_PREFIX,
             log_format=log_format,
-            log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+            log_level=log_level,
             host=env.get("HOST", "").strip() or DEFAULT_HOST,
             port=int(port_raw),
             slack_api_url=env.get("SLACK_API_URL", "").strip() or DEFAULT_SLACK_API_URL,

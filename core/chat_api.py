@@ -41,6 +41,7 @@ CONTINUE_PROMPT = (
 )
 NO_FALLBACK_STATUSES = frozenset({400, 401, 403, 404})  # the request is wrong; another model won't help
 RETRYABLE_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
+READ_TIMEOUT_MARGIN_S = 1.0  # so the asyncio deadline, with its clearer error, fires first
 WRITE_TIMEOUT_S = 10.0  # sending a request body; generous, bodies are small
 MAX_ERROR_TEXT_CHARS = 300  # of an API error message kept in our own errors and logs
 
@@ -99,7 +100,9 @@ class ChatClient:
             transport=transport,
             timeout=httpx.Timeout(
                 connect=self.timeouts.connect_s,
-                read=self.timeouts.chunk_gap_s,
+                # The asyncio deadlines govern first token and gaps; httpx's read timeout is only
+                # a backstop and must not cut a first token the settings still allow.
+                read=max(self.timeouts.first_token_s, self.timeouts.chunk_gap_s) + READ_TIMEOUT_MARGIN_S,
                 write=WRITE_TIMEOUT_S,
                 pool=self.timeouts.connect_s,
             ),
@@ -131,10 +134,14 @@ class ChatClient:
         shown: list[str] = []
         failures: list[FailedAttempt] = []
         attempts = 0
+        current_model = request.model
+        last_writer = request.model  # the model whose text was shown last
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.total_s
 
         async def deliver(text: str) -> None:
+            nonlocal last_writer
+            last_writer = current_model
             shown.append(text)
             await on_delta(text)
 
@@ -142,6 +149,7 @@ class ChatClient:
             async with asyncio.timeout_at(deadline):
                 chain = request.chain
                 for position, model in enumerate(chain):
+                    current_model = model
                     next_model = chain[position + 1] if position + 1 < len(chain) else None
                     for try_number in range(1, self.retry.attempts_per_model + 1):
                         attempts += 1
@@ -156,8 +164,12 @@ class ChatClient:
                             outcome = await self._stream_once(
                                 request, model, next_model, messages, deliver, deadline
                             )
-                        except RequestRejected:
-                            raise
+                        except RequestRejected as exc:
+                            if not shown:
+                                raise
+                            # A continuation was refused: keep what the user already saw.
+                            failures.append(FailedAttempt(model, exc))
+                            break
                         except ChatAPIError as exc:
                             failures.append(FailedAttempt(model, exc))
                             log.warning(
@@ -179,13 +191,14 @@ class ChatClient:
                             usage=outcome.usage,
                         )
         except TimeoutError:
-            failures.append(FailedAttempt(request.model, ChatTimeout("total deadline passed")))
+            deadline_error = ChatTimeout("total deadline passed", model=current_model)
+            failures.append(FailedAttempt(current_model, deadline_error))
         if shown:
             return ChatResult(
                 text="".join(shown),
-                model=failures[-1].model if failures else request.model,
+                model=last_writer,
                 requested_model=request.model,
-                fallback_used=len({f.model for f in failures}) > 1,
+                fallback_used=last_writer != request.model,
                 attempts=attempts,
                 finish_reason=None,
                 usage=None,

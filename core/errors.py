@@ -66,7 +66,9 @@ class AllModelsFailed(ChatAPIError):
     """Every model in `[model, *fallback_models]` failed; `attempts` lists each failure in order."""
 
     def __init__(self, attempts: Sequence[FailedAttempt]) -> None:
-        summary = "; ".join(f"{a.model}: {a.error}" for a in attempts) or "no attempt was made"
+        summary = "; ".join(
+            str(a.error) if str(a.error).startswith(a.model) else f"{a.model}: {a.error}" for a in attempts
+        ) or "no attempt was made"
         super().__init__(f"all models failed ({summary})")
         self.attempts = tuple(attempts)
 

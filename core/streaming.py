@@ -58,6 +58,7 @@ class Segment:
     prefix: str = ""  # reopened fence
     body: str = ""  # model text
     suffix: str = ""  # closing fence and/or note, set when the message is closed
+    unshown: str = ""  # trailing whitespace of the model text, invisible at a message's end
     posted: bool = False
     showing_placeholder: bool = False
     closed: bool = False
@@ -124,7 +125,7 @@ class StreamRenderer:
     @property
     def text(self) -> str:
         """Everything the model said so far."""
-        return "".join(s.body for s in self.segments)
+        return "".join(s.body + s.unshown for s in self.segments)
 
     @property
     def finished(self) -> bool:
@@ -173,8 +174,13 @@ class StreamRenderer:
         self._finished = True
         ops: list[Operation] = []
         current = self.segments[-1]
-        closing = self._closing_suffix(current)
         note_text = note.strip() if note else ""
+        if not note_text and len(self.segments) > 1 and not current.posted and not current.body.strip():
+            # A split left only whitespace for a last message: it would show as "(no answer)".
+            self.segments.pop()
+            self.segments[-1].unshown = current.body
+            return ops
+        closing = self._closing_suffix(current)
         shown = current.prefix + current.body + closing
         if note_text:
             with_note = closing + (NOTE_SEPARATOR if shown.strip() else "") + note_text

@@ -128,6 +128,20 @@ class TestCheck:
         assert code == 1 and "401" in out and "sk-wrong-key" not in out + err
 
 
+    async def test_without_a_key_check_still_reports_everything(self, prefix: str) -> None:
+        """No LUNOS_API_KEY: check validates the rest and lists the key as one of its errors."""
+        code, out, _ = await run_cli("check", env=base_env(None, prefix))
+        assert code == 1
+        assert "bot 'console'" in out and "Redis answers PING" in out
+        assert "ERROR LUNOS_API_KEY unset" in out and "check failed" in out
+
+    async def test_bad_log_level_is_one_line(self, prefix: str) -> None:
+        """An invalid setting names the variable; no traceback."""
+        code, _, err = await run_cli("check", "--offline", env=base_env(None, prefix, LOG_LEVEL="LOUD"))
+        assert code == 2 and err.strip().splitlines() == [
+            "lunos-bots: LOG_LEVEL='LOUD': expected one of DEBUG, INFO, WARNING, ERROR"]
+
+
 class TestUsage:
     """`lunos-bots usage`."""
 

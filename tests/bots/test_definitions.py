@@ -64,12 +64,19 @@ class TestParse:
         ("colour = 'blue'\n" + GOOD, "colour", "unknown field"),
         (GOOD.replace("ttl_days = 2", "ttl_hours = 2"), "history.ttl_hours", "unknown field"),
         (GOOD.replace('name = "helper"', 'name = "Has Spaces"'), "name", "lowercase"),
+        (GOOD.replace('["google/gemini-2.0-flash"]', '["openai/gpt-4.1-mini"]'), "fallback_models", "different"),
+        (GOOD.replace('platform = "discord"', 'platform = "${NO_SUCH_PLATFORM_VAR}"'), "platform", "is not set"),
     ])
     def test_errors_name_file_and_field(self, text: str, field: str, expected: str) -> None:
         """The message says which file, which field and what was expected."""
         error = error_of(text, name="bots/broken.toml")
         assert error.file == "bots/broken.toml" and error.field == field
         assert expected in str(error) and str(error).startswith("bots/broken.toml: ")
+
+    def test_platform_from_the_environment(self) -> None:
+        """${VAR} works in platform like in any other string."""
+        text = GOOD.replace('platform = "discord"', 'platform = "${PLATFORM}"')
+        assert parse_definition(Path("b.toml"), text, {**ENV, "PLATFORM": "discord"}).platform == "discord"
 
     def test_invalid_toml_gives_its_line(self) -> None:
         """tomllib's line and column are kept."""

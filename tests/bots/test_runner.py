@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from bots.definitions import parse_definition
@@ -38,8 +39,10 @@ class FakeRuntime:
     def __init__(self, name: str, ready: bool) -> None:
         self.name = name
         self.ready = ready
+        self.started_event = asyncio.Event()
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        self.started_event.set()
 
     async def stop(self) -> None: ...
 
@@ -97,6 +100,32 @@ class TestHealth:
         status, body, metrics = await self.health(settings, [FakeRuntime("a", True)])
         assert status == 503 and body["redis"] is False
         assert "lunos_redis_up 0.0" in metrics
+
+
+class TestStartFailures:
+    """A bot that cannot start does not take the others down."""
+
+    async def test_failed_start_is_skipped(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """One runtime raising in start() is logged and skipped; the others run until the stop signal."""
+        import bots.runner as runner
+
+        class Broken(FakeRuntime):
+            async def start(self) -> None:
+                raise RuntimeError("bad token")
+
+        good = FakeRuntime("good", True)
+        built = iter([Broken("broken", False), good])
+        monkeypatch.setattr(runner, "build_runtime", lambda *args: next(built))
+        env = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}
+        first = parse_definition(SLACK_EXAMPLE, SLACK_EXAMPLE.read_text(), env)
+        second = replace(first, profile=replace(first.profile, name="second"))
+        settings = Settings.from_env({"REDIS_URL": redis_url(), "HOST": "127.0.0.1", "PORT": "0"})
+        async with Services(settings) as services:
+            task = asyncio.create_task(runner.run_bots(services, [first, second]))
+            async with asyncio.timeout(10):
+                await good.started_event.wait()
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert await task == 0
 
 
 class TestRunProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import httpx
 import pytest
 
 from core.chat_api import CONTINUE_PROMPT, ChatClient, ChatTimeouts, RetryPolicy
@@ -258,3 +259,125 @@ class TestListModels:
         async with ChatClient(base_url=chat_api.base_url, api_key="bad-key-000000") as client:
             with pytest.raises(RequestRejected):
                 await client.list_models()
+
+
+class TestDeadlinesAndEdges:
+    """Deadlines measured with asyncio, and edge cases found in review."""
+
+    async def test_keepalives_do_not_count_as_the_first_token(self, chat_api: FakeChatAPI) -> None:
+        """Role chunks and SSE comments arrive, but no text: the first-token deadline still fires."""
+        timeouts = ChatTimeouts(connect_s=1, first_token_s=0.6, chunk_gap_s=5, total_s=10)
+        chat_api.script(A, Behaviour(text="late", ttft_s=3, keepalive_s=0.1))
+        chat_api.script(B, Behaviour(text="b"))
+        async with ChatClient(base_url=chat_api.base_url, api_key=TEST_API_KEY, timeouts=timeouts,
+                              retry=FAST_RETRY) as client:
+            result = await client.stream(request(B), Collector())
+        assert result.model == B
+        abandoned = chat_api.requests_for(A)[0]
+        assert abandoned.at < chat_api.requests_for(B)[0].at - 0.5
+        async with asyncio.timeout(5):
+            await abandoned.finished.wait()
+        assert abandoned.client_disconnected
+
+    async def test_first_token_deadline_longer_than_the_gap(self, chat_api: FakeChatAPI) -> None:
+        """A slow first token within first_token_s is accepted even when it exceeds chunk_gap_s."""
+        timeouts = ChatTimeouts(connect_s=1, first_token_s=3, chunk_gap_s=0.3, total_s=10)
+        chat_api.script(A, Behaviour(text="worth the wait", ttft_s=1.0))
+        async with ChatClient(base_url=chat_api.base_url, api_key=TEST_API_KEY, timeouts=timeouts,
+                              retry=FAST_RETRY) as client:
+            result = await client.stream(request(), Collector())
+        assert result.text == "worth the wait" and result.attempts == 1
+
+    async def test_rejected_continuation_keeps_the_shown_text(
+        self, chat_api: FakeChatAPI, chat_client: ChatClient
+    ) -> None:
+        """A 400 on the continuation does not take back what the user saw: interrupted result."""
+        chat_api.script(A, Behaviour(kind="die", text="Shown part of it", die_after_chars=10))
+        chat_api.script(B, Behaviour(kind="status", status=400))
+        got = Collector()
+        result = await chat_client.stream(request(B), got)
+        assert result.interrupted and result.text == got.text and result.text
+        assert result.model == A and not result.fallback_used
+
+    async def test_total_deadline_credits_the_model_that_wrote(self, chat_api: FakeChatAPI) -> None:
+        """When the deadline cuts a fallback's stream, the result names the fallback."""
+        timeouts = ChatTimeouts(connect_s=1, first_token_s=1, chunk_gap_s=1, total_s=0.8)
+        chat_api.script(A, Behaviour(kind="status", status=500))
+        chat_api.script(B, Behaviour(text="y" * 200, chunk_chars=1, token_delay_s=0.02))
+        async with ChatClient(base_url=chat_api.base_url, api_key=TEST_API_KEY, timeouts=timeouts,
+                              retry=RetryPolicy(attempts_per_model=1)) as client:
+            result = await client.stream(request(B), Collector())
+        assert result.interrupted and result.model == B and result.fallback_used
+
+    async def test_429_retry_after_is_waited_on(self, chat_api: FakeChatAPI, chat_client: ChatClient) -> None:
+        """A 429 with a Retry-After under the cap waits that long, then retries the same model."""
+        chat_api.script(A, Behaviour(kind="status", status=429, retry_after=0.25), Behaviour(text="ok now"))
+        result = await chat_client.stream(request(B), Collector())
+        first, second = chat_api.requests_for(A)
+        assert result.text == "ok now" and second.at - first.at >= 0.25 and not chat_api.requests_for(B)
+
+    async def test_gap_timeout_closes_the_connection(
+        self, chat_api: FakeChatAPI, chat_client: ChatClient
+    ) -> None:
+        """A stream abandoned for silence is closed by the client, not left open."""
+        chat_api.script(A, Behaviour(text="abc def ghi", chunk_chars=4, token_delay_s=5))
+        chat_api.script(B, Behaviour(text=" rest"))
+        await chat_client.stream(request(B), Collector())
+        abandoned = chat_api.requests_for(A)[0]
+        async with asyncio.timeout(5):
+            await abandoned.finished.wait()
+        assert abandoned.client_disconnected and chat_api.open_streams == 0
+
+
+def sse_transport(body: bytes, status: int = 200) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers={"content-type": "text/event-stream"}, content=body)
+
+    return httpx.MockTransport(handler)
+
+
+class TestNarrowCases:
+    """Cases a real server rarely produces, through httpx.MockTransport."""
+
+    async def test_done_without_finish_reason_is_a_failure(self) -> None:
+        """[DONE] alone does not make a success: finish_reason is required too."""
+        body = b'data: {"model": "m", "choices": [{"delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n'
+        async with ChatClient(base_url="http://api.test/v1", api_key="k", transport=sse_transport(body),
+                              retry=RetryPolicy(attempts_per_model=1)) as client:
+            result = await client.stream(request(), Collector())
+        assert result.interrupted and result.text == "hi"
+
+    async def test_connect_timeout_moves_on(self) -> None:
+        """A connect timeout is a ChatTimeout that falls back, and ends as AllModelsFailed."""
+        def handler(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectTimeout("timed out", request=request)
+
+        async with ChatClient(base_url="http://api.test/v1", api_key="k", transport=httpx.MockTransport(handler),
+                              retry=FAST_RETRY) as client:
+            with pytest.raises(AllModelsFailed) as raised:
+                await client.stream(request(B), Collector())
+        assert [type(a.error) for a in raised.value.attempts] == [ChatTimeout, ChatTimeout]
+        assert [a.model for a in raised.value.attempts] == [A, B]
+
+    def test_retry_after_forms(self) -> None:
+        """Retry-After as seconds or as an HTTP date; garbage is ignored."""
+        from datetime import UTC, datetime, timedelta
+        from email.utils import format_datetime
+
+        from core.chat_api import _retry_after
+
+        assert _retry_after("2.5") == 2.5
+        in_ten = format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
+        parsed = _retry_after(in_ten)
+        assert parsed is not None and 8 <= parsed <= 10
+        assert _retry_after("soon") is None and _retry_after(None) is None
+
+    async def test_backoff_is_jittered_and_bounded(self) -> None:
+        """Without Retry-After the wait grows per try, jittered, capped at backoff_max_s."""
+        policy = RetryPolicy(attempts_per_model=5, backoff_base_s=1, backoff_max_s=3)
+        waits = []
+        for jitter in (0.0, 1.0):
+            async with ChatClient(base_url="http://api.test/v1", api_key="k", retry=policy,
+                                  jitter=lambda j=jitter: j) as client:
+                waits.append([client._wait_before_retry(ModelUnavailable("x"), n) for n in (1, 2, 3)])
+        assert waits[0] == [0.5, 1.0, 1.5] and waits[1] == [1.5, 3.0, 4.5]

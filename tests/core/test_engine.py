@@ -91,6 +91,16 @@ class TestMemory:
         await asyncio.gather(first, second)
         assert contents(chat_api.requests[1].body)[1:] == ["one", "first answer", "two"]
 
+    async def test_order_holds_across_replicas(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """Two engines with their own coordination (two replicas) still take turns via the Redis lock."""
+        replica_a, replica_b = make_engine(), make_engine()
+        chat_api.script(A, Behaviour(text="first answer", ttft_s=0.3), Behaviour(text="second answer"))
+        first = asyncio.create_task(replica_a.handle(incoming("one"), RecordingSink()))
+        await chat_api.wait_for_requests(1)
+        second = asyncio.create_task(replica_b.handle(incoming("two"), RecordingSink()))
+        await asyncio.gather(first, second)
+        assert contents(chat_api.requests[1].body)[1:] == ["one", "first answer", "two"]
+
     async def test_author_names_in_multi_user_channels(
         self, make_engine: EngineFactory, chat_api: FakeChatAPI
     ) -> None:
@@ -160,10 +170,10 @@ class TestDelivery:
         self, make_engine: EngineFactory, chat_api: FakeChatAPI
     ) -> None:
         """The same event id twice (a platform retry) makes one model call and one reply."""
-        engine = make_engine()
+        replica_a, replica_b = make_engine(), make_engine()  # separate coordination: only Redis is shared
         sink1, sink2 = RecordingSink(), RecordingSink()
-        results = await asyncio.gather(engine.handle(incoming("hi", event_id="ev-1"), sink1),
-                                       engine.handle(incoming("hi", event_id="ev-1"), sink2))
+        results = await asyncio.gather(replica_a.handle(incoming("hi", event_id="ev-1"), sink1),
+                                       replica_b.handle(incoming("hi", event_id="ev-1"), sink2))
         assert sorted(r.status for r in results) == ["answered", "duplicate"]
         assert len(chat_api.requests) == 1
         assert len(sink1.messages) + len(sink2.messages) == 1

@@ -76,10 +76,14 @@ class TestRendererInvariants:
     ) -> None:
         """Splitting, fences and notes never add, drop or reorder a character of the answer."""
         renderer, screen = run(limits, chunks, timings, note)
-        assert "".join(seg.body for seg in renderer.segments) == "".join(chunks)
+        assert "".join(seg.body + seg.unshown for seg in renderer.segments) == "".join(chunks)
+        assert len(screen.messages) == len(renderer.segments)
         for index, seg in enumerate(renderer.segments):
             assert screen.messages[index] == seg.prefix + seg.body + seg.suffix
             assert seg.prefix == "" or FENCE_PREFIX.match(seg.prefix)
+            assert not seg.unshown.strip(), "only whitespace may go unshown"
+        if "".join(chunks).strip() and note is None:
+            assert not any(EMPTY_REPLY in text for text in screen.messages.values())
 
     @settings(max_examples=300, deadline=None)
     @given(limits=limits_strategy, chunks=deltas, timings=gaps, note=notes)
@@ -183,6 +187,14 @@ class TestRendererBehaviour:
         renderer = StreamRenderer(self.LIMITS)
         renderer.start(0.0)
         assert renderer.finish(0.1, "Sorry.") == [Edit(0, "Sorry.", final=True)]
+
+    def test_whitespace_after_a_split_is_not_a_message(self) -> None:
+        """A reply ending in blank lines just past the split point leaves no "(no answer)" message."""
+        limits = RenderLimits(max_chars=200, split_chars=100, min_edit_interval_s=0.0)
+        renderer = StreamRenderer(limits)
+        ops = renderer.feed("a" * 99 + "\n\n", 0.0) + renderer.finish(0.1)
+        assert [op.text for op in ops if isinstance(op, Post)] == ["a" * 99 + "\n"]
+        assert renderer.text == "a" * 99 + "\n\n"
 
     def test_choose_cut_prefers_clean_boundaries(self) -> None:
         """Paragraph, then line, then sentence, then word; a hard cut only without any."""

@@ -88,6 +88,9 @@ class Behaviour:
     include_usage: bool = True
     reported_model: str | None = None
     error_message: str | None = None
+    # > 0: while waiting `ttft_s`, send a role-only chunk and then an SSE comment this often, as
+    # real servers do; they must not count as the first token.
+    keepalive_s: float = 0.0
 
 
 class _HeaderDict(dict[str, str]):
@@ -528,10 +531,22 @@ class FakeChatAPI:
         begun = False
         role_sent = False
 
+        async def keep_alive_until_first_token() -> None:
+            waited = 0.0
+            await response.write(chunk({"role": "assistant"}))
+            while waited + behaviour.keepalive_s < behaviour.ttft_s:
+                await _pause(behaviour.keepalive_s)
+                waited += behaviour.keepalive_s
+                await response.write(b": keep-alive\n\n")
+            await _pause(behaviour.ttft_s - waited)
+
         async def send(event: bytes) -> None:
             # Time to first token, then the inter-chunk delay before every later event.
             nonlocal begun
-            await _pause(behaviour.token_delay_s if begun else behaviour.ttft_s)
+            if not begun and behaviour.keepalive_s > 0:
+                await keep_alive_until_first_token()
+            else:
+                await _pause(behaviour.token_delay_s if begun else behaviour.ttft_s)
             begun = True
             await response.write(event)
 
