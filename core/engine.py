@@ -109,7 +109,7 @@ class ConversationEngine:
     def help_text(self) -> str:
         p = self.profile
         return (
-            f"I'm *{p.name}*, an AI assistant (model `{p.model}`). Mention me or message me directly "
+            f"I'm **{p.name}**, an AI assistant (model `{p.model}`). Mention me or message me directly "
             f"and I'll answer; I remember this conversation (the last {p.history.max_messages} messages, "
             f"for {max(1, p.history.ttl_s // 86400)} days).\n"
             "• `reset` — forget this conversation\n"

@@ -1,0 +1,347 @@
+"""`SlackBot`: one Slack app (its own tokens, its own app id) answering through the engine.
+
+Channel mentions are answered in the message's thread, later messages in a thread the bot has talked
+in without a new mention (unless `require_mention`), DMs in place. Bolt (`AsyncApp`) receives the
+events — over Socket Mode when there is an app token, else at `POST /slack/<bot>/events` on the shared
+HTTP server with Bolt's signature check — and acks at once: each answer runs in a task of this bot,
+which `stop` lets finish. Dedupe of retries and duplicates is the engine's (Redis, across replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import structlog
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.middleware import DropIgnoredEvents
+from adapters.slack.names import UserNames
+from adapters.slack.pacing import EditPacing, WorkspacePacer
+from adapters.slack.sink import NETWORK_ERRORS, SLACK_MIN_EDIT_INTERVAL_S, SlackReplySink, error_code
+from adapters.slack.translate import (
+    EventCallback,
+    SlackEvent,
+    SlackIdentity,
+    ThreadMessage,
+    as_callback,
+    conversation_for,
+    in_existing_thread,
+    incoming_message,
+    is_direct_message,
+    mentions,
+    reply_target,
+    thread_to_seed,
+)
+from core.engine import ConversationEngine
+from core.errors import PlatformError
+from core.rate_budget import RateBudget
+from core.types import ChatMessage, SeedLoader
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+SLACK_HTTP_TIMEOUT_S = 30  # one Web API request (each retry is its own); slack-sdk's default
+SLACK_429_RETRIES = 2  # slack-sdk retries a 429 this often, after its Retry-After, before giving up
+SEED_MAX_MESSAGES = 50  # a thread the bot is called into midway: at most this many messages seed it
+SEED_PAGE_SIZE = 100  # conversations.replies page (Slack advises at most 200)
+SEED_MAX_PAGES = 3  # bounded reading: a huge thread costs at most three calls
+STOP_GRACE_S = 190.0  # SIGTERM: replies end by the chat deadline (180 s); the deployment allows 200 s
+
+StreamingMode = Literal["edits", "native"]
+
+
+@dataclass(frozen=True)
+class SlackBotConfig:
+    """One Slack app's credentials and behaviour (the `[slack]` table, validated)."""
+
+    bot_token: str
+    signing_secret: str | None = None  # HTTP mode: verifies every request
+    app_token: str | None = None  # Socket Mode when set
+    api_url: str = DEFAULT_SLACK_API_URL
+    require_mention: bool = False  # True: thread follow-ups need a mention too
+    streaming: StreamingMode = "edits"
+    pacing: EditPacing = field(default_factory=EditPacing)
+    min_edit_interval_s: float = SLACK_MIN_EDIT_INTERVAL_S
+
+    def __post_init__(self) -> None:
+        if not self.app_token and not self.signing_secret:
+            raise ValueError("HTTP mode (no app_token) needs a signing_secret")
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.app_token)
+
+
+class SlackBot:
+    """Implements `core.ports.BotRuntime` for one Slack app."""
+
+    def __init__(
+        self,
+        engine: ConversationEngine,
+        config: SlackBotConfig,
+        *,
+        budget: RateBudget,
+        stop_grace_s: float = STOP_GRACE_S,
+    ) -> None:
+        self._engine = engine
+        self._config = config
+        self._budget = budget
+        self._stop_grace_s = stop_grace_s
+        self._session: aiohttp.ClientSession | None = None
+        self._client: AsyncWebClient | None = None
+        self._signal_client: AsyncWebClient | None = None
+        self._identity: SlackIdentity | None = None
+        self._app: AsyncApp | None = None
+        self._handler: AsyncSocketModeHandler | None = None
+        self._middleware: DropIgnoredEvents | None = None
+        self._names: UserNames | None = None
+        self._pacers: dict[str, WorkspacePacer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = False
+
+    @property
+    def name(self) -> str:
+        return self._engine.profile.name
+
+    @property
+    def ready(self) -> bool:
+        return self._accepting
+
+    @property
+    def events_path(self) -> str:
+        return f"/slack/{self.name}/events"
+
+    @property
+    def identity(self) -> SlackIdentity:
+        if self._identity is None:
+            raise RuntimeError(f"slack bot {self.name!r} is not started")
+        return self._identity
+
+    @property
+    def middleware(self) -> DropIgnoredEvents | None:
+        return self._middleware
+
+    def register_routes(self, web_app: web.Application) -> None:
+        """HTTP mode: Slack's Events API posts to `/slack/<bot>/events` on the shared server."""
+        web_app.router.add_post(self.events_path, self.handle_http)
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        config = self._config
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_HTTP_TIMEOUT_S))
+        try:
+            self._client = AsyncWebClient(
+                token=config.bot_token, base_url=config.api_url, session=self._session,
+                retry_handlers=[AsyncConnectionErrorRetryHandler(),
+                                AsyncRateLimitErrorRetryHandler(max_retry_count=SLACK_429_RETRIES)],
+            )
+            self._signal_client = AsyncWebClient(
+                token=config.bot_token, base_url=config.api_url, session=self._session, retry_handlers=[],
+            )
+            self._identity = await self._identify(self._client)
+            self._names = UserNames(self._client)
+            self._app = self._build_app(self._identity)
+            if config.socket_mode:
+                self._handler = AsyncSocketModeHandler(self._app, app_token=config.app_token)
+                await self._handler.connect_async()  # type: ignore[no-untyped-call]  # untyped in slack-bolt
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._accepting = True
+        log.info("slack.started", bot=self.name, mode="socket" if config.socket_mode else "http",
+                 team=self._identity.team_id, slack_app=self._identity.app_id)
+
+    async def stop(self) -> None:
+        """Stop intake, give replies in flight `stop_grace_s` to finish, then cancel the rest (the
+        engine finalises a cancelled reply with a note) and disconnect."""
+        self._accepting = False
+        if self._handler is not None:
+            await self._handler.close_async()  # type: ignore[no-untyped-call]  # untyped in slack-bolt
+            self._handler = None
+        pending = set(self._tasks)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self._stop_grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self._close_connections()
+
+    async def wait_idle(self) -> None:
+        """Until every reply started so far has finished (tests and benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def handle_http(self, request: web.Request) -> web.Response:
+        """One Events API request, handed to Bolt (signature check, ack) and back."""
+        app = self._app
+        if app is None or not self._accepting:
+            # Not started yet or shutting down: Slack retries, and this or another replica answers.
+            return web.json_response({"ok": False, "error": "not_ready"}, status=503)
+        response = await app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    async def _identify(self, client: AsyncWebClient) -> SlackIdentity:
+        try:
+            auth = await client.auth_test()
+            bot_id = str(auth["bot_id"])
+            info = await client.bots_info(bot=bot_id)
+        except SlackApiError as exc:
+            raise PlatformError(
+                f"slack bot {self.name!r}: Slack refused auth.test/bots.info ({error_code(exc)}); "
+                "check bot_token and the users:read scope") from exc
+        except NETWORK_ERRORS as exc:
+            raise PlatformError(f"slack bot {self.name!r}: Slack API unreachable at "
+                                f"{self._config.api_url} ({error_code(exc)})") from exc
+        app_id = str((info.get("bot") or {}).get("app_id") or "")
+        if not app_id:  # without it every event would be dropped as another app's
+            raise PlatformError(f"slack bot {self.name!r}: bots.info did not name the bot's app")
+        return SlackIdentity(team_id=str(auth["team_id"]), bot_user_id=str(auth["user_id"]), bot_id=bot_id,
+                             app_id=app_id)
+
+    def _build_app(self, identity: SlackIdentity) -> AsyncApp:
+        token = self._config.bot_token
+
+        async def authorize(enterprise_id: str | None) -> AuthorizeResult:
+            # The identity is known since start(): no auth.test per request (Bolt's default would run
+            # one for every request that arrives before its first answer, a burst at start-up).
+            return AuthorizeResult(enterprise_id=enterprise_id, team_id=identity.team_id,
+                                   bot_user_id=identity.bot_user_id, bot_id=identity.bot_id, bot_token=token)
+
+        # No token on Bolt's client: Bolt gives each request a client with the token from authorize.
+        bolt_client = AsyncWebClient(base_url=self._config.api_url, session=self._session, retry_handlers=[])
+        app = AsyncApp(
+            name=f"lunos-bots.{self.name}", client=bolt_client, authorize=authorize,
+            signing_secret=self._config.signing_secret or "",
+            # Listeners only start a task, so running them before the ack keeps the ack instant and
+            # guarantees the task exists once Slack has its 200 (stop() can then wait for it).
+            process_before_response=True,
+            # Self-events are dropped by DropIgnoredEvents with every other ignored event, in one place.
+            ignoring_self_events_enabled=False,
+        )
+        self._middleware = DropIgnoredEvents(identity, bot=self.name)
+        app.use(self._middleware)
+        app.event("app_mention")(self._on_mention)
+        app.event("message")(self._on_message)
+        return app
+
+    async def _close_connections(self) -> None:
+        if self._handler is not None:
+            await self._handler.close_async()  # type: ignore[no-untyped-call]  # untyped in slack-bolt
+            self._handler = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _on_mention(self, body: dict[str, Any]) -> None:
+        self._spawn(as_callback(body), mentioned=True)
+
+    async def _on_message(self, body: dict[str, Any]) -> None:
+        self._spawn(as_callback(body), mentioned=False)
+
+    def _spawn(self, body: EventCallback, *, mentioned: bool) -> None:
+        if not self._accepting:
+            return
+        task = asyncio.create_task(self._answer(body, mentioned=mentioned, received_at=time.time()),
+                                   name=f"slack-{self.name}-{body.get('event_id', '')}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, body: EventCallback, *, mentioned: bool, received_at: float) -> None:
+        with structlog.contextvars.bound_contextvars(bot=self.name, platform="slack",
+                                                     event_id=body.get("event_id")):
+            try:
+                await self._answer_event(body, mentioned=mentioned, received_at=received_at)
+            except Exception:  # the adapter's entry point: log; the engine already told the user
+                log.exception("slack.event_failed")
+
+    async def _answer_event(self, body: EventCallback, *, mentioned: bool, received_at: float) -> None:
+        me = self.identity
+        event = body["event"]
+        team_id = body.get("team_id") or me.team_id
+        if not await self._addressed_to_me(event, team_id, mentioned=mentioned):
+            return
+        assert self._client is not None and self._signal_client is not None and self._names is not None
+        dm = is_direct_message(event)
+        author = event["user"] if dm else await self._names.name(event["user"])
+        seed = self._seed_loader(event) if in_existing_thread(event) else None
+        message = incoming_message(self.name, body, me, author_name=author, seed=seed,
+                                   received_at=received_at)
+        sink = SlackReplySink(
+            reply_target(event, team_id), client=self._client, signal_client=self._signal_client,
+            pacer=self._pacer(team_id), native=self._config.streaming == "native",
+            min_edit_interval_s=self._config.min_edit_interval_s,
+        )
+        await self._engine.handle(message, sink)
+
+    async def _addressed_to_me(self, event: SlackEvent, team_id: str, *, mentioned: bool) -> bool:
+        """DMs come as `message` events only; channel mentions as `app_mention` (their `message` twin
+        is skipped so a message is answered once); other thread messages only in threads I talk in."""
+        if is_direct_message(event):
+            return not mentioned
+        if mentioned:
+            return True
+        if mentions(event.get("text", ""), self.identity.bot_user_id):
+            return False
+        if self._config.require_mention or not in_existing_thread(event):
+            return False
+        return await self._engine.has_history(conversation_for(event, team_id))
+
+    def _pacer(self, team_id: str) -> WorkspacePacer:
+        pacer = self._pacers.get(team_id)
+        if pacer is None:
+            pacer = WorkspacePacer(self._budget, self._config.pacing, app_id=self.identity.app_id,
+                                   team_id=team_id)
+            self._pacers[team_id] = pacer
+        return pacer
+
+    def _seed_loader(self, event: SlackEvent) -> SeedLoader:
+        """Reads the thread the bot was called into (bounded), once, when it has no history for it."""
+        channel, thread_ts, before = event["channel"], event["thread_ts"], event["ts"]
+
+        async def load() -> Sequence[ChatMessage]:
+            assert self._client is not None and self._names is not None
+            messages = await read_thread(self._client, channel, thread_ts)
+            me = self.identity
+            people = [m["user"] for m in messages[-SEED_MAX_MESSAGES:]
+                      if m.get("user") and m.get("user") != me.bot_user_id and not m.get("bot_id")]
+            names = await self._names.names(people)
+            return thread_to_seed(messages, me, before_ts=before, names=names, limit=SEED_MAX_MESSAGES)
+
+        return load
+
+
+async def read_thread(client: AsyncWebClient, channel: str, thread_ts: str) -> list[ThreadMessage]:
+    """A thread's messages, oldest first: at most `SEED_MAX_PAGES` pages of `conversations.replies`."""
+    messages: list[ThreadMessage] = []
+    cursor: str | None = None
+    try:
+        for _ in range(SEED_MAX_PAGES):
+            response = await client.conversations_replies(channel=channel, ts=thread_ts, limit=SEED_PAGE_SIZE,
+                                                         cursor=cursor)
+            messages.extend(response.get("messages") or [])
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not response.get("has_more") or not cursor:
+                break
+    except (SlackApiError, *NETWORK_ERRORS) as exc:
+        raise PlatformError(f"conversations.replies: {error_code(exc)}") from exc
+    return messages
