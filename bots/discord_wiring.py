@@ -1,16 +1,155 @@
-"""Turns a `platform = "discord"` definition into a running Discord bot. (Being written.)"""
+"""Turns a `platform = "discord"` definition into a running `DiscordBot`.
+
+Validates the `[discord]` table (each error names the file, the field and what was expected) into a
+`DiscordConfig`, and points discord.py at DISCORD_API_URL / DISCORD_GATEWAY_URL when they are not
+Discord's own (a fake server in tests, a proxy). Those two are class attributes of discord.py, so
+they are process-wide: every Discord bot of the process talks to the same Discord.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import discord.gateway
+import discord.http
+import structlog
+import yarl
 from aiohttp import web
 
+from adapters.discord import DiscordBot, DiscordConfig, FooterSettings
+from adapters.discord.access import AccessPolicy
+from adapters.discord.config import DISCORD_MIN_EDIT_INTERVAL_S
 from bots.definitions import BotDefinition
 from bots.services import Services
+from bots.settings import DEFAULT_DISCORD_API_URL, DEFAULT_DISCORD_GATEWAY_URL
 from core.engine import ConversationEngine
+from core.errors import DefinitionError
+from core.message_index import MessageIndex
 from core.ports import BotRuntime
+
+log = structlog.get_logger(__name__)
+
+ID_LIST_FIELDS = (
+    "guild_ids", "allowed_users", "denied_users", "allowed_roles", "denied_roles",
+    "allowed_channels", "denied_channels", "respond_to_all",
+)
+BOOL_FIELDS = {"allow_dms": True, "footer_model": False, "footer_fallback": True, "footer_trimmed": True}
+DISCORD_FIELDS = frozenset({"token", "shard_count", "shard_ids", "edit_interval_s",
+                            *ID_LIST_FIELDS, *BOOL_FIELDS})
+MAX_SNOWFLAKE = 2**64 - 1  # Discord ids are unsigned 64-bit
+MAX_EDIT_INTERVAL_S = 60.0  # slower than this is not streaming any more
+MAX_SHARD_COUNT = 10_000  # far beyond any bot's needs; catches a typo like 1000000
+
+
+def _ids(file: str, table: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    raw = table.get(key, [])
+    expected = "expected a list of Discord ids (numbers or strings of digits)"
+    if not isinstance(raw, list):
+        raise DefinitionError(file, f"discord.{key}", f"{expected}, got {type(raw).__name__}")
+    ids: list[int] = []
+    for i, item in enumerate(raw):
+        text = item.strip() if isinstance(item, str) else item
+        if isinstance(text, str) and text.isdigit():
+            text = int(text)
+        if isinstance(text, bool) or not isinstance(text, int) or not 0 < text <= MAX_SNOWFLAKE:
+            raise DefinitionError(file, f"discord.{key}[{i}]", f"{expected}, got {item!r}")
+        ids.append(text)
+    return tuple(ids)
+
+
+def _bool(file: str, table: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise DefinitionError(file, f"discord.{key}", f"expected true or false, got {value!r}")
+    return value
+
+
+def _shards(file: str, table: Mapping[str, Any]) -> tuple[int | None, tuple[int, ...] | None]:
+    count = table.get("shard_count")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or not 0 < count <= MAX_SHARD_COUNT):
+        raise DefinitionError(file, "discord.shard_count",
+                              f"expected a positive integer (at most {MAX_SHARD_COUNT}), got {count!r}")
+    if "shard_ids" not in table:
+        return count, None
+    if count is None:
+        raise DefinitionError(file, "discord.shard_ids",
+                              "needs discord.shard_count (the total number of shards)")
+    raw = table["shard_ids"]
+    if not isinstance(raw, list) or not raw or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < count for i in raw
+    ):
+        raise DefinitionError(file, "discord.shard_ids", "expected a non-empty list of shard numbers "
+                              f"from 0 to {count - 1}, got {raw!r}")
+    if len(set(raw)) != len(raw):
+        raise DefinitionError(file, "discord.shard_ids", f"lists a shard twice: {raw!r}")
+    return count, tuple(raw)
+
+
+def _edit_interval(file: str, table: Mapping[str, Any]) -> float:
+    value = table.get("edit_interval_s", DISCORD_MIN_EDIT_INTERVAL_S)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_EDIT_INTERVAL_S:
+        raise DefinitionError(file, "discord.edit_interval_s",
+                              "expected seconds between edits in a channel, above 0 and at most "
+                              f"{MAX_EDIT_INTERVAL_S:g} (default {DISCORD_MIN_EDIT_INTERVAL_S}), "
+                              f"got {value!r}")
+    if value < DISCORD_MIN_EDIT_INTERVAL_S:
+        log.warning("discord.fast_edits", file=file, edit_interval_s=value,
+                    note="below ~5 edits per 5 s per channel, Discord answers 429 and edits slow down")
+    return float(value)
+
+
+def discord_config(definition: BotDefinition) -> DiscordConfig:
+    """The `[discord]` table as a `DiscordConfig`. Raises `DefinitionError` naming the field."""
+    file = str(definition.file)
+    table = definition.platform_settings
+    unknown = sorted(set(table) - DISCORD_FIELDS)
+    if unknown:
+        raise DefinitionError(file, f"discord.{unknown[0]}",
+                              f"unknown field; expected one of {sorted(DISCORD_FIELDS)}")
+    token = table.get("token")
+    if not isinstance(token, str) or not token.strip():
+        raise DefinitionError(file, "discord.token", "expected the bot token (a non-empty string), "
+                              "e.g. token = \"${DISCORD_TOKEN}\"")
+    ids = {key: _ids(file, table, key) for key in ID_LIST_FIELDS}
+    flags = {key: _bool(file, table, key, default) for key, default in BOOL_FIELDS.items()}
+    shard_count, shard_ids = _shards(file, table)
+    return DiscordConfig(
+        token=token.strip(),
+        guild_ids=ids["guild_ids"],
+        access=AccessPolicy(
+            allowed_users=frozenset(ids["allowed_users"]), denied_users=frozenset(ids["denied_users"]),
+            allowed_roles=frozenset(ids["allowed_roles"]), denied_roles=frozenset(ids["denied_roles"]),
+            allowed_channels=frozenset(ids["allowed_channels"]),
+            denied_channels=frozenset(ids["denied_channels"]), allow_dms=flags["allow_dms"],
+        ),
+        respond_to_all=frozenset(ids["respond_to_all"]),
+        footer=FooterSettings(show_model=flags["footer_model"], show_fallback=flags["footer_fallback"],
+                              show_trimmed=flags["footer_trimmed"]),
+        shard_count=shard_count,
+        shard_ids=shard_ids,
+        edit_interval_s=_edit_interval(file, table),
+    )
+
+
+def point_discord_py(api_url: str, gateway_url: str) -> None:
+    """Aim discord.py's REST base and gateway at these URLs, touching nothing when they are Discord's
+    own (so discord.py's defaults stay in charge). An `AutoShardedClient` given its `shard_count`, as
+    ours always is, connects to the same `DEFAULT_GATEWAY`; resumes go to the `resume_gateway_url`
+    the gateway itself announced."""
+    if api_url.rstrip("/") != DEFAULT_DISCORD_API_URL.rstrip("/"):
+        discord.http.Route.BASE = api_url.rstrip("/")
+    if gateway_url != DEFAULT_DISCORD_GATEWAY_URL:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
 def build_discord_bot(
     definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application
 ) -> BotRuntime:
-    raise NotImplementedError(f"{definition.file}: the discord adapter is not available yet")
+    """A `DiscordBot` for `definition`. `web_app` is unused: Discord needs no HTTP routes (the gateway
+    is an outgoing websocket)."""
+    config = discord_config(definition)
+    point_discord_py(services.settings.discord_api_url, services.settings.discord_gateway_url)
+    index = MessageIndex(services.redis, services.keys, ttl_s=definition.profile.history.ttl_s)
+    return DiscordBot(engine, config, index=index, coordination=services.coordination)

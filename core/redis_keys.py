@@ -44,3 +44,7 @@ class RedisKeys:
 
     def bucket(self, name: str) -> str:
         return f"{self.prefix}:bucket:{{{name}}}"
+
+    def message_conversation(self, bot: str, ref: str) -> str:
+        """Which conversation a platform message (`ref`, platform-qualified) belongs to."""
+        return f"{self.prefix}:msgconv:{bot}:{ref}"

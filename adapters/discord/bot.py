@@ -1,0 +1,394 @@
+"""`DiscordBot`: one Discord bot — its gateway connection (one client, or an `AutoShardedClient` for
+a share of a sharded bot), its slash commands, and the path from a message to the engine and back.
+
+Order of a message: drop bots and webhooks (itself included) → is it for the bot at all (a DM, a
+mention, a reply to the bot, a channel it answers everything in)? → access lists (a refusal is said
+once per user and channel) → which conversation (the message index, then the event) → the engine,
+answering through a `DiscordReplySink`. The first two steps are synchronous, so a busy guild costs
+no task per message. Commands (`reset`, `help`) belong to the engine; `/reset` and `/help` only
+translate an interaction into it. This module must not know about `bots/` (settings, TOML).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import discord
+import structlog
+from discord import app_commands
+
+from adapters.discord.access import Place, Refusal, Sender, in_channels
+from adapters.discord.config import DiscordConfig
+from adapters.discord.pacing import ChannelPacer, rate_limit_trace
+from adapters.discord.sink import DiscordReplySink, InteractionReplySink, discord_limits
+from adapters.discord.translate import (
+    PLATFORM,
+    Addressed,
+    addressing,
+    bot_can_send,
+    command_conversation,
+    command_message,
+    conversation_for,
+    incoming_message,
+    latest_ref,
+    message_ref,
+    place_of,
+    sender_of,
+)
+from core.engine import RESET_COMMANDS, ConversationEngine
+from core.errors import PlatformError
+from core.message_index import MessageIndex
+from core.ports import Coordination
+from core.types import ConversationKey
+
+log = structlog.get_logger(__name__)
+
+STOP_GRACE_S = 20.0  # replies in flight get this long at shutdown; Kubernetes waits 30 s by default
+CANCEL_GRACE_S = 3.0  # then a cancelled reply still gets this long to leave a final message
+CLOSE_TIMEOUT_S = 5.0  # the gateway task ends promptly once the client is closed
+EMPTY_MENTION_TEXT = "help"  # "@bot" alone: say what the bot does instead of sending the model nothing
+# The model's text may contain "@everyone" or role mentions: never let an answer ping anyone but the
+# person it replies to.
+ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True)
+RESET_DESCRIPTION = "Forget this conversation; the next message starts fresh"
+HELP_DESCRIPTION = "What this bot does and how to talk to it"
+NOTHING_TO_RESET = (
+    "You have no conversation with me in this channel. Here each @mention starts its own conversation "
+    "and replying to my answers continues it."
+)
+
+
+class MessageObserver(Protocol):
+    """Told what became of every message the bot received. Relied on by tests (to wait for an answer
+    without sleeping) and usable for metrics. Outcomes: the engine's turn status ("answered",
+    "interrupted", "command", "failed", "duplicate") or "refused", "refused_quietly", "ignored_bot",
+    "ignored_not_addressed", "ignored_cannot_send", "ignored_stopping", "ignored_not_ready",
+    "crashed"."""
+
+    def message_handled(self, message_id: int, outcome: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Addressed:
+    """A message that passed the synchronous checks, with what they found."""
+
+    addressed: Addressed
+    sender: Sender
+    place: Place
+    whole_channel: bool
+
+
+class DiscordBot:
+    """Implements `core.ports.BotRuntime` for one Discord bot definition."""
+
+    def __init__(
+        self,
+        engine: ConversationEngine,
+        config: DiscordConfig,
+        *,
+        index: MessageIndex,
+        coordination: Coordination,
+        observer: MessageObserver | None = None,
+    ) -> None:
+        self._engine = engine
+        self._config = config
+        self._index = index
+        self._coordination = coordination
+        self._observer = observer
+        self._pacer = ChannelPacer(config.edit_interval_s)
+        self._limits = discord_limits(config.edit_interval_s)
+        self._client = self._make_client()
+        self._tree = app_commands.CommandTree(self._client)
+        self._add_commands()
+        self._client.event(self.on_ready)
+        self._client.event(self.on_message)
+        self._inflight: set[asyncio.Task[object]] = set()
+        self._accepting = False
+        self._connection: asyncio.Task[None] | None = None
+
+    # -- BotRuntime ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._engine.profile.name
+
+    @property
+    def ready(self) -> bool:
+        return self._accepting and self._client.is_ready() and not self._client.is_closed()
+
+    @property
+    def pacer(self) -> ChannelPacer:
+        """The per-channel edit pacing of this bot (one Discord rate-limit domain per token)."""
+        return self._pacer
+
+    @property
+    def client(self) -> discord.Client:
+        return self._client
+
+    async def start(self) -> None:
+        """Log in (a bad token fails here, loudly), register slash commands, then keep the gateway
+        connection in a task (discord.py reconnects and resumes on its own)."""
+        try:
+            await self._client.login(self._config.token)
+        except discord.LoginFailure as exc:
+            await self._client.close()
+            raise PlatformError(f"{self.name}: Discord rejected the bot token") from exc
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            await self._client.close()
+            raise PlatformError(f"{self.name}: could not reach Discord to log in: {exc!r}") from exc
+        await self._sync_commands()
+        self._accepting = True
+        self._connection = asyncio.create_task(self._stay_connected(), name=f"discord-{self.name}")
+
+    async def wait_until_ready(self) -> None:
+        """Until the gateway session is ready (guilds cached). Call after `start`."""
+        await self._client.wait_until_ready()
+
+    async def stop(self) -> None:
+        """Stop taking messages, let replies in flight finish (cancelled after `STOP_GRACE_S`, which
+        still leaves each a final message), then disconnect."""
+        self._accepting = False
+        pending = {t for t in self._inflight if not t.done() and t is not asyncio.current_task()}
+        if pending:
+            log.info("discord.stopping", bot=self.name, replies_in_flight=len(pending))
+            _, late = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=CANCEL_GRACE_S)
+        await self._client.close()
+        if self._connection is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._connection, CLOSE_TIMEOUT_S)
+
+    # -- gateway events ---------------------------------------------------------------------
+
+    async def on_ready(self) -> None:
+        log.info("discord.ready", bot=self.name, guilds=len(self._client.guilds),
+                 shards=self._config.shard_ids if self._config.sharded else None)
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Triage at once; only a message for the bot gets a task (tracked, so `stop` can wait)."""
+        if not self._accepting:
+            self._tell(message.id, "ignored_stopping")
+            return
+        triaged = self._triage(message)
+        if isinstance(triaged, str):
+            self._tell(message.id, triaged)
+            return
+        self._track(asyncio.create_task(self._answer(message, triaged), name=f"discord-message-{message.id}"))
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def _triage(self, message: discord.Message) -> _Addressed | str:
+        me = self._client.user
+        if me is None:  # not logged in (yet)
+            return "ignored_not_ready"
+        sender = sender_of(message.author, webhook=message.webhook_id is not None)
+        if sender.is_bot:  # other bots, webhooks and this bot's own echoed messages
+            return "ignored_bot"
+        guild = message.guild
+        place = place_of(message.channel, channel_id=message.channel.id,
+                         guild_id=guild.id if guild is not None else None)
+        whole_channel = not place.is_dm and in_channels(place, self._config.respond_to_all)
+        own_role = guild.self_role if guild is not None else None
+        addressed = addressing(message, bot_id=me.id, bot_role_id=own_role.id if own_role else None,
+                               answer_all=whole_channel)
+        if addressed is None:
+            return "ignored_not_addressed"
+        if guild is not None and not bot_can_send(message.channel, guild.me):
+            log.warning("discord.cannot_send", bot=self.name, channel=place.channel_id,
+                        hint="give the bot View Channel and Send Messages (in Threads) there")
+            return "ignored_cannot_send"
+        return _Addressed(addressed, sender, place, whole_channel)
+
+    async def _answer(self, message: discord.Message, triaged: _Addressed) -> None:
+        outcome = "crashed"
+        with structlog.contextvars.bound_contextvars(bot=self.name, platform=PLATFORM):
+            try:
+                outcome = await self._answer_checked(message, triaged)
+            except Exception:  # the adapter's entry point: log; the engine already left a final message
+                log.exception("discord.message_crashed", message=message.id)
+            finally:
+                self._tell(message.id, outcome)
+
+    async def _answer_checked(self, message: discord.Message, triaged: _Addressed) -> str:
+        sender, place = triaged.sender, triaged.place
+        refusal = self._config.access.check(sender, place)
+        if refusal is not None:
+            return await self._refuse(message, sender, place, refusal)
+        text = triaged.addressed.text or EMPTY_MENTION_TEXT
+        continued = await self._continued(triaged, text)
+        conversation = conversation_for(place, triaged.addressed, message.id,
+                                        whole_channel=triaged.whole_channel, continued=continued)
+        refs = [message_ref(message.id)]
+        if self._is_chain_channel(place, triaged.whole_channel):
+            refs.append(latest_ref(place.channel_id, sender.user_id))
+        # Before answering, so a reply to this very message made meanwhile finds its conversation.
+        await self._index.remember(self.name, refs, conversation)
+        sink = DiscordReplySink(
+            trigger=message, conversation=conversation, bot=self.name, pacer=self._pacer,
+            index=self._index, limits=self._limits, footer=self._config.footer,
+        )
+        incoming = incoming_message(message, bot=self.name, conversation=conversation, text=text,
+                                    sender=sender)
+        outcome = await self._engine.handle(incoming, sink)
+        return outcome.status
+
+    async def _continued(self, triaged: _Addressed, text: str) -> ConversationKey | None:
+        """What the message index knows: the replied-to message's conversation, or — for a typed
+        `reset` that replies to nothing — the user's latest chain in this channel."""
+        place, addressed = triaged.place, triaged.addressed
+        if not self._is_chain_channel(place, triaged.whole_channel):
+            return None
+        if addressed.replied_to is not None:
+            return await self._index.conversation_of(self.name, message_ref(addressed.replied_to))
+        if text.strip().lower() in RESET_COMMANDS:
+            return await self._index.conversation_of(
+                self.name, latest_ref(place.channel_id, triaged.sender.user_id))
+        return None
+
+    @staticmethod
+    def _is_chain_channel(place: Place, whole_channel: bool) -> bool:
+        """A plain guild channel, where conversations are reply chains."""
+        return not (place.is_dm or place.is_thread or whole_channel)
+
+    async def _refuse(self, message: discord.Message, sender: Sender, place: Place, refusal: Refusal) -> str:
+        """Say why, once per user and channel (a day, across replicas); after that stay quiet, so a
+        refused user cannot make the bot spam the channel."""
+        first_time = await self._coordination.claim_event(
+            self.name, f"refusal:{sender.user_id}:{place.channel_id}")
+        if not first_time:
+            return "refused_quietly"
+        try:
+            if place.is_dm:
+                await message.channel.send(refusal.value)
+            else:
+                await message.reply(refusal.value)
+        except discord.HTTPException as exc:
+            log.warning("discord.refusal_failed", status=exc.status, code=exc.code)
+        log.info("discord.refused", reason=refusal.name, user=sender.user_id, channel=place.channel_id)
+        return "refused"
+
+    # -- slash commands ---------------------------------------------------------------------
+
+    def _add_commands(self) -> None:
+        # Closures, not methods: discord.py reads a command's options from its callback's signature.
+        async def reset(interaction: discord.Interaction[discord.Client]) -> None:
+            await self._reset_command(interaction)
+
+        async def help_(interaction: discord.Interaction[discord.Client]) -> None:
+            await self._help_command(interaction)
+
+        commands: list[app_commands.Command[app_commands.Group, ..., None]] = [
+            app_commands.Command(name="reset", description=RESET_DESCRIPTION, callback=reset),
+            app_commands.Command(name="help", description=HELP_DESCRIPTION, callback=help_),
+        ]
+        guilds = [discord.Object(id=g) for g in self._config.guild_ids]
+        for command in commands:
+            if guilds:
+                self._tree.add_command(command, guilds=guilds)
+            else:
+                self._tree.add_command(command)
+
+    async def _sync_commands(self) -> None:
+        """Guild commands appear at once; global ones can take up to an hour to show everywhere."""
+        if not self._config.syncs_commands:
+            return
+        try:
+            if self._config.guild_ids:
+                for guild_id in self._config.guild_ids:
+                    await self._tree.sync(guild=discord.Object(id=guild_id))
+            else:
+                await self._tree.sync()
+        except discord.HTTPException as exc:  # the bot still answers messages without its commands
+            log.warning("discord.commands_sync_failed", bot=self.name, status=exc.status, code=exc.code,
+                        error=exc.text)
+        else:
+            log.info("discord.commands_synced", bot=self.name,
+                     guilds=list(self._config.guild_ids) or "global")
+
+    def _interaction_place(self, interaction: discord.Interaction[discord.Client]) -> Place:
+        return place_of(interaction.channel, channel_id=interaction.channel_id or 0,
+                        guild_id=interaction.guild_id)
+
+    async def _help_command(self, interaction: discord.Interaction[discord.Client]) -> None:
+        refusal = self._config.access.check(sender_of(interaction.user), self._interaction_place(interaction))
+        text = refusal.value if refusal is not None else self._engine.help_text()
+        await interaction.response.send_message(text, ephemeral=True)
+
+    async def _reset_command(self, interaction: discord.Interaction[discord.Client]) -> None:
+        self._track(asyncio.current_task())
+        sender = sender_of(interaction.user)
+        place = self._interaction_place(interaction)
+        refusal = self._config.access.check(sender, place)
+        if refusal is not None:
+            await interaction.response.send_message(refusal.value, ephemeral=True)
+            return
+        # Defer first: the reset waits for a turn in progress in this conversation, and Discord
+        # wants an interaction acknowledged within 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        whole_channel = not place.is_dm and in_channels(place, self._config.respond_to_all)
+        latest = None
+        if self._is_chain_channel(place, whole_channel):
+            latest = await self._index.conversation_of(
+                self.name, latest_ref(place.channel_id, sender.user_id))
+        conversation = command_conversation(place, whole_channel=whole_channel, latest=latest)
+        if conversation is None:
+            await interaction.edit_original_response(content=NOTHING_TO_RESET)
+            return
+        message = command_message(
+            bot=self.name, interaction_id=interaction.id, conversation=conversation, sender=sender,
+            text="/reset", received_at=interaction.created_at.timestamp(), multi_user=not place.is_dm,
+        )
+        with structlog.contextvars.bound_contextvars(bot=self.name, platform=PLATFORM):
+            await self._engine.reset(message, InteractionReplySink(interaction))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _make_client(self) -> discord.Client:
+        intents = discord.Intents.none()
+        intents.guilds = True  # guild, channel, thread and role caches; slash commands in guilds
+        intents.guild_messages = True  # mentions and replies in servers
+        intents.dm_messages = True
+        # Privileged, and only needed to read messages that do not mention the bot.
+        intents.message_content = bool(self._config.respond_to_all)
+        trace = rate_limit_trace(self._pacer)
+        timeout = self._config.guild_ready_timeout_s
+        if self._config.shard_count is not None:
+            if self._config.shard_ids is None:  # every shard in this process
+                return discord.AutoShardedClient(
+                    intents=intents, allowed_mentions=ALLOWED_MENTIONS, http_trace=trace,
+                    guild_ready_timeout=timeout, shard_count=self._config.shard_count,
+                )
+            return discord.AutoShardedClient(
+                intents=intents, allowed_mentions=ALLOWED_MENTIONS, http_trace=trace,
+                guild_ready_timeout=timeout, shard_count=self._config.shard_count,
+                shard_ids=list(self._config.shard_ids),
+            )
+        return discord.Client(intents=intents, allowed_mentions=ALLOWED_MENTIONS, http_trace=trace,
+                              guild_ready_timeout=timeout)
+
+    async def _stay_connected(self) -> None:
+        try:
+            await self._client.connect(reconnect=True)
+        except discord.PrivilegedIntentsRequired:
+            log.error("discord.intent_not_enabled", bot=self.name,
+                      hint="respond_to_all needs the Message Content intent: enable it in the Developer "
+                           "Portal (Bot → Privileged Gateway Intents) or remove respond_to_all")
+        except Exception:
+            log.exception("discord.connection_failed", bot=self.name)
+
+    def _track(self, task: asyncio.Task[object] | None) -> None:
+        if task is None:
+            return
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    def _tell(self, message_id: int, outcome: str) -> None:
+        if self._observer is not None:
+            self._observer.message_handled(message_id, outcome)

@@ -1,0 +1,83 @@
+"""`MessageIndex`: which conversation a platform message belongs to, remembered in Redis.
+
+A reply to one of the bot's messages continues that message's conversation — after a restart, and
+on whichever replica or shard receives the reply — because the adapter remembers every message it
+posts (and the message that asked) as `SET key conversation EX ttl`. Adapters choose the `ref`
+strings (platform-qualified, e.g. `discord:msg:<id>`); this module never interprets them.
+
+Platform-neutral: it must not import adapters, bots or any platform library. Redis trouble is
+logged and degrades to "unknown" (the adapter then falls back to what the platform event says),
+never to a failed turn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.redis_keys import RedisKeys
+from core.types import ConversationKey
+
+log = structlog.get_logger(__name__)
+
+
+def encode_conversation(key: ConversationKey) -> str:
+    """JSON rather than `str(key)`: ids may one day contain the `:` separator."""
+    return json.dumps(
+        {"platform": key.platform, "workspace": key.workspace, "channel": key.channel, "thread": key.thread},
+        separators=(",", ":"),
+    )
+
+
+def decode_conversation(raw: str | bytes) -> ConversationKey | None:
+    """The stored key, or None for anything malformed (treated as unknown rather than crashing)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    platform, workspace, channel = data.get("platform"), data.get("workspace"), data.get("channel")
+    thread = data.get("thread")
+    if not all(isinstance(v, str) and v for v in (platform, workspace, channel)):
+        return None
+    if thread is not None and not isinstance(thread, str):
+        return None
+    return ConversationKey(str(platform), str(workspace), str(channel), thread)
+
+
+class MessageIndex:
+    """Message ref → conversation, per bot, for as long as the conversation's history lives."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, ttl_s: int) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        self._redis = redis
+        self._keys = keys
+        self._ttl_s = ttl_s
+
+    async def remember(self, bot: str, refs: Sequence[str], conversation: ConversationKey) -> None:
+        """Map every ref to `conversation` in one round trip; later writes win."""
+        if not refs:
+            return
+        value = encode_conversation(conversation)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for ref in refs:
+                    pipe.set(self._keys.message_conversation(bot, ref), value, ex=self._ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("message_index.degraded", op="remember", error=type(exc).__name__)
+
+    async def conversation_of(self, bot: str, ref: str) -> ConversationKey | None:
+        """The conversation `ref` was remembered in, or None (unknown, expired or Redis down)."""
+        try:
+            raw = await self._redis.get(self._keys.message_conversation(bot, ref))
+        except (RedisError, OSError) as exc:
+            log.warning("message_index.degraded", op="lookup", error=type(exc).__name__)
+            return None
+        return None if raw is None else decode_conversation(raw)
