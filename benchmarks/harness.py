@@ -185,19 +185,20 @@ class Bench:
         assert self.chat is not None, "use Bench as an async context manager"
         bot = profile()
         if redis is None:
+            history = RedisHistory(self.redis, self.keys, bot.history, self.circuit, bot=bot.name)
             return ConversationEngine(
-                bot, chat=self.chat, history=RedisHistory(self.redis, self.keys, bot.history, self.circuit),
+                bot, chat=self.chat, history=history,
                 coordination=self.coordination, usage=self.usage,
             )
         circuit = RedisCircuit()
         return ConversationEngine(
-            bot, chat=self.chat, history=RedisHistory(redis, self.keys, bot.history, circuit),
+            bot, chat=self.chat, history=RedisHistory(redis, self.keys, bot.history, circuit, bot=bot.name),
             coordination=RedisCoordination(redis, self.keys, circuit),
             usage=RedisUsage(redis, self.keys, circuit=circuit),
         )
 
     def history(self) -> RedisHistory:
-        return RedisHistory(self.redis, self.keys, profile().history)
+        return RedisHistory(self.redis, self.keys, profile().history, bot=profile().name)
 
     async def redis_version(self) -> str:
         info = await self.redis.info("server")

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from benchmarks.harness import (
+    BOT,
     MODEL_A,
     Bench,
     Sizes,
@@ -207,7 +208,7 @@ async def production_pool_burst(bench: Bench, sizes: Sizes) -> list[Row]:
     answered = sum(1 for t in turns if _visible_ok(t, SHORT_REPLY))
     saved = 0
     for i in range(n):
-        saved += int(await bench.redis.llen(bench.keys.history(conversation(f"burst-{tag}-{i}")))) == 2
+        saved += int(await bench.redis.llen(bench.keys.history(BOT, conversation(f"burst-{tag}-{i}")))) == 2
     latencies = [t.timed.first_text.at - t.started for t in turns if t.timed.first_text.at is not None]
     row = latency_row(f"2b. {n}-turn burst, production Redis pool", latencies, n=n)
     row.result = f"{degraded}/{n} degraded, {saved}/{n} histories saved"

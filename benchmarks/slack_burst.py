@@ -55,7 +55,7 @@ async def run(replies: int, scale: float, answer_chars: int) -> None:
         chat = ChatClient(base_url=chat_api.base_url, api_key=API_KEY)
         profile = BotProfile(name="bench", platform="slack", app_id="bench-app", model="bench/model")
         engine = ConversationEngine(
-            profile, chat=chat, history=RedisHistory(redis, keys, profile.history),
+            profile, chat=chat, history=RedisHistory(redis, keys, profile.history, bot=profile.name),
             coordination=RedisCoordination(redis, keys), usage=RedisUsage(redis, keys),
         )
         config = SlackBotConfig(

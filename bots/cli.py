@@ -13,6 +13,7 @@ from typing import TextIO
 from adapters.console import ConsoleBot
 from bots.definitions import BotDefinition, LoadReport, load_definitions, select
 from bots.logging_setup import SecretRedactor, configure_logging
+from bots.platforms import validate_platform_table
 from bots.runner import run_bots
 from bots.services import Services, redis_answers
 from bots.settings import Settings, SettingsError
@@ -113,6 +114,11 @@ async def _check(settings: Settings, report: LoadReport, *, offline: bool, out: 
         if definition.missing_credentials:
             line(False, f"{definition.file}: bot {definition.name!r} lacks credentials: "
                  + ", ".join(definition.missing_credentials))
+            continue
+        try:
+            validate_platform_table(definition, settings)
+        except DefinitionError as exc:
+            line(False, str(exc))
         else:
             line(True, f"{definition.file}: bot {definition.name!r} ({definition.platform}, "
                  f"app_id {definition.profile.app_id}, model {definition.profile.model})")

@@ -10,8 +10,21 @@ from aiohttp import web
 from adapters.console import ConsoleBot
 from bots.definitions import BotDefinition
 from bots.services import Services
+from bots.settings import Settings
 from core.engine import ConversationEngine
 from core.ports import BotRuntime
+
+
+def validate_platform_table(definition: BotDefinition, services_settings: Settings) -> None:
+    """Check a definition's [slack] / [discord] table as `run` would; raises `DefinitionError`."""
+    if definition.platform == "slack":
+        from bots.slack_wiring import slack_config
+
+        slack_config(definition, services_settings.slack_api_url)
+    elif definition.platform == "discord":
+        from bots.discord_wiring import discord_config
+
+        discord_config(definition)
 
 
 def build_runtime(

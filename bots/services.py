@@ -98,7 +98,7 @@ class Services:
                         "history is NOT persistent and not shared between processes")
 
     def engine(self, profile: BotProfile, observer: TurnObserver | None = None) -> ConversationEngine:
-        history = RedisHistory(self.redis, self.keys, profile.history, self.circuit)
+        history = RedisHistory(self.redis, self.keys, profile.history, self.circuit, bot=profile.name)
         return ConversationEngine(
             profile, chat=self.chat, history=history,
             coordination=self.coordination, usage=self.usage, estimator=self.estimator, observer=observer,

@@ -68,8 +68,8 @@ class RedisCoordination:
         return True
 
     @asynccontextmanager
-    async def conversation_lock(self, key: ConversationKey) -> AsyncIterator[None]:
-        name = self._keys.lock(key)
+    async def conversation_lock(self, bot: str, key: ConversationKey) -> AsyncIterator[None]:
+        name = self._keys.lock(bot, key)
         local = self._local_locks.get(name)
         if local is None:
             local = asyncio.Lock()

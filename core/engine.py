@@ -138,7 +138,7 @@ class ConversationEngine:
                 log.info("turn.duplicate", event_id=message.event_id)
                 return TurnOutcome(status="duplicate")
             command = message.text.strip().lower()
-            async with self._coordination.conversation_lock(message.conversation):
+            async with self._coordination.conversation_lock(self.profile.name, message.conversation):
                 if command in RESET_COMMANDS:
                     return await self._reset(message, sink)
                 if command in HELP_COMMANDS:
@@ -147,16 +147,16 @@ class ConversationEngine:
                 return await self._answer(message, sink)
 
     async def has_history(self, conversation: ConversationKey) -> bool:
-        """Whether this bot has talked in `conversation` (e.g. a Slack thread it answered in).
-        False when the store is down: the adapter then asks for a mention, which is safe."""
+        """Whether this bot has talked in `conversation` (e.g. a Slack thread it answered in), or
+        a user reset it there. False when the store is down: the adapter then asks for a mention."""
         try:
-            return bool(await self._history.load(conversation))
+            return await self._history.exists(conversation)
         except HistoryUnavailable:
             return False
 
     async def reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         """The `reset` command, for adapters with a native command (a Discord slash command)."""
-        async with self._coordination.conversation_lock(message.conversation):
+        async with self._coordination.conversation_lock(self.profile.name, message.conversation):
             return await self._reset(message, sink)
 
     async def _reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
@@ -188,6 +188,8 @@ class ConversationEngine:
         if turns or message.seed is None:
             return turns, False, False
         try:
+            if await self._history.exists(message.conversation):
+                return [], False, False  # reset by a user: do not bring back what they dropped
             seeded = await message.seed()
         except Exception as exc:  # a failed thread read must not cost the answer
             log.warning("history.seed_failed", error=repr(exc))

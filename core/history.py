@@ -22,12 +22,14 @@ class RedisHistory:
     """History of one bot's conversations within `limits`."""
 
     def __init__(
-        self, redis: Redis, keys: RedisKeys, limits: HistoryLimits, circuit: RedisCircuit | None = None
+        self, redis: Redis, keys: RedisKeys, limits: HistoryLimits, circuit: RedisCircuit | None = None,
+        *, bot: str,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._limits = limits
         self._circuit = circuit or RedisCircuit()
+        self._bot = bot
 
     def _skip_if_down(self, op: str) -> None:
         if self._circuit.is_open:
@@ -40,7 +42,7 @@ class RedisHistory:
     async def load(self, key: ConversationKey) -> list[Turn]:
         self._skip_if_down("load")
         try:
-            raw = await self._redis.lrange(self._keys.history(key), -self._limits.max_messages, -1)
+            raw = await self._redis.lrange(self._keys.history(self._bot, key), -self._limits.max_messages, -1)
         except (RedisError, OSError) as exc:
             raise self._failed("load", exc) from exc
         self._circuit.record_success()
@@ -50,7 +52,7 @@ class RedisHistory:
     async def append(self, key: ConversationKey, turns: Sequence[Turn]) -> int:
         if not turns:
             return 0
-        name = self._keys.history(key)
+        name = self._keys.history(self._bot, key)
         self._skip_if_down("save")
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -65,6 +67,18 @@ class RedisHistory:
     async def clear(self, key: ConversationKey) -> None:
         self._skip_if_down("clear")
         try:
-            await self._redis.delete(self._keys.history(key))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._keys.history(self._bot, key))
+                pipe.set(self._keys.reset_marker(self._bot, key), "1", ex=self._limits.ttl_s)
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._failed("clear", exc) from exc
+
+    async def exists(self, key: ConversationKey) -> bool:
+        self._skip_if_down("read")
+        names = (self._keys.history(self._bot, key), self._keys.reset_marker(self._bot, key))
+        try:
+            found = await self._redis.exists(*names)  # one slot: both keys share the hash tag
+        except (RedisError, OSError) as exc:
+            raise self._failed("read", exc) from exc
+        return int(found) > 0

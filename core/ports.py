@@ -76,7 +76,10 @@ class HistoryStore(Protocol):
         """Append turns, trim, refresh the TTL in one round trip; returns how many were dropped."""
 
     async def clear(self, key: ConversationKey) -> None:
-        """Forget the conversation."""
+        """Forget the conversation, remembering that it was reset."""
+
+    async def exists(self, key: ConversationKey) -> bool:
+        """Whether the bot has talked in this conversation (turns stored, or reset by a user)."""
 
 
 class Coordination(Protocol):
@@ -85,7 +88,7 @@ class Coordination(Protocol):
     async def claim_event(self, bot: str, event_id: str) -> bool:
         """True the first time an event id is seen (across replicas), False for a repeat."""
 
-    def conversation_lock(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
+    def conversation_lock(self, bot: str, key: ConversationKey) -> AbstractAsyncContextManager[None]:
         """Held while one turn of the conversation is answered, so turns run in order."""
 
 

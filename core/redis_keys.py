@@ -19,11 +19,16 @@ class RedisKeys:
 
     prefix: str = DEFAULT_PREFIX
 
-    def history(self, key: ConversationKey) -> str:
-        return f"{self.prefix}:{{{key}}}:history"
+    # Each bot has its own memory of a conversation: two bots in one channel never share turns.
+    def history(self, bot: str, key: ConversationKey) -> str:
+        return f"{self.prefix}:{{{bot}|{key}}}:history"
 
-    def lock(self, key: ConversationKey) -> str:
-        return f"{self.prefix}:{{{key}}}:lock"
+    def reset_marker(self, bot: str, key: ConversationKey) -> str:
+        """Set by `reset`, so a forgotten conversation is not re-seeded (e.g. from a Slack thread)."""
+        return f"{self.prefix}:{{{bot}|{key}}}:reset"
+
+    def lock(self, bot: str, key: ConversationKey) -> str:
+        return f"{self.prefix}:{{{bot}|{key}}}:lock"
 
     def event(self, bot: str, event_id: str) -> str:
         return f"{self.prefix}:event:{bot}:{event_id}"

@@ -84,7 +84,7 @@ def make_engine(chat_client: ChatClient, redis: Redis, keys: RedisKeys) -> Engin
         store = redis_client or redis
         profile = make_profile(**overrides)
         return ConversationEngine(
-            profile, chat=chat_client, history=RedisHistory(store, keys, profile.history),
+            profile, chat=chat_client, history=RedisHistory(store, keys, profile.history, bot=profile.name),
             coordination=RedisCoordination(store, keys), usage=RedisUsage(store, keys),
         )
 

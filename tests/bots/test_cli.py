@@ -115,6 +115,14 @@ class TestCheck:
         code, out, _ = await run_cli("check", "--offline", "--bots", str(tmp_path), env=base_env(None, prefix))
         assert code == 1 and "SLACK_BOT_TOKEN unset" in out
 
+    async def test_platform_table_errors_are_reported(self, tmp_path: Path, prefix: str) -> None:
+        """A bad [discord] field is caught by check, not only at run."""
+        example = (ROOT / "bots" / "discord-example.toml.example").read_text()
+        (tmp_path / "helper.toml").write_text(example + "\nallow_dms = \"sometimes\"\n")
+        env = base_env(None, prefix, DISCORD_TOKEN="discord-test-token")
+        code, out, _ = await run_cli("check", "--offline", "--bots", str(tmp_path), env=env)
+        assert code == 1 and "discord.allow_dms" in out
+
     async def test_good_setup_passes_online(self, chat_api: FakeChatAPI, prefix: str) -> None:
         """Shipped definitions, Redis answering, GET /models with the key: exit 0."""
         code, out, err = await run_cli("check", env=base_env(chat_api, prefix))

@@ -153,14 +153,14 @@ class TestLimits:
         """The conversation key carries the bot's TTL."""
         engine = make_engine(history=HistoryLimits(ttl_s=3600))
         await engine.handle(incoming("remember me"), RecordingSink())
-        ttl = await redis.ttl(keys.history(conversation()))
+        ttl = await redis.ttl(keys.history("testbot", conversation()))
         assert 3500 < ttl <= 3600
 
     async def test_keys_share_a_cluster_slot(self, keys: RedisKeys) -> None:
         """History and lock of one conversation carry the same hash tag."""
         key = conversation("C9", "171.5")
-        tag = "{test:w1:C9:171.5}"
-        assert tag in keys.history(key) and tag in keys.lock(key)
+        tag = "{bot|test:w1:C9:171.5}"
+        assert tag in keys.history("bot", key) and tag in keys.lock("bot", key)
 
 
 class TestDelivery:
@@ -325,7 +325,7 @@ class TestRedisCircuit:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         dead = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2)
-        history = RedisHistory(dead, RedisKeys("lbtest-circuit"), HistoryLimits(), circuit)
+        history = RedisHistory(dead, RedisKeys("lbtest-circuit"), HistoryLimits(), circuit, bot="b")
         try:
             errors = []
             for at in (0.0, 1.0, 6.0):
@@ -339,3 +339,28 @@ class TestRedisCircuit:
         assert "ConnectionError" in errors[0]
         assert errors[1].endswith("Redis failed recently")
         assert "ConnectionError" in errors[2], "after the cool-down Redis is tried again"
+
+
+class TestBotsShareNothing:
+    """Two bots in one channel: separate memories, locks and resets."""
+
+    async def test_two_bots_in_one_channel(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """A secret told to one bot never reaches the other; resetting one leaves the other's memory."""
+        pirate, lawyer = make_engine(name="pirate"), make_engine(name="lawyer")
+        await pirate.handle(incoming("the launch code is swordfish"), RecordingSink())
+        await lawyer.handle(incoming("what is the launch code?"), RecordingSink())
+        assert not any("swordfish" in c for c in contents(chat_api.requests[1].body))
+        await lawyer.handle(incoming("reset"), RecordingSink())
+        assert await pirate.has_history(conversation())
+        await pirate.handle(incoming("and again?"), RecordingSink())
+        assert "the launch code is swordfish" in contents(chat_api.requests[-1].body)
+
+    async def test_reset_is_not_undone_by_a_seed(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """After reset, an adapter's seed (a Slack thread's old messages) is not read back in."""
+        engine = make_engine()
+        seed = [ChatMessage("user", "old secret", name="Carol")]
+        await engine.handle(incoming("hi", multi_user=True, seed=seed), RecordingSink())
+        await engine.handle(incoming("reset"), RecordingSink())
+        assert await engine.has_history(conversation()), "a reset conversation is still one the bot is in"
+        await engine.handle(incoming("fresh start", multi_user=True, seed=seed), RecordingSink())
+        assert contents(chat_api.requests[-1].body) == ["You are a test bot.", "[alice] fresh start"]

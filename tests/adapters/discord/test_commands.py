@@ -70,7 +70,7 @@ class TestReset:
         chat_api.script(A, Behaviour(text="Noted: 42."), Behaviour(text="I don't know."))
         running = await start_bot()
         dm = fake.dm_channel_id(ALICE)
-        history = keys.history(ConversationKey("discord", "dm", dm))
+        history = keys.history("testbot", ConversationKey("discord", "dm", dm))
         sent = await fake.send_message_create(channel_id=dm, content="my number is 42")
         assert await running.outcomes.of(sent["id"]) == "answered"
         assert await redis.llen(history) == 2
@@ -90,7 +90,7 @@ class TestReset:
         running = await start_bot(guild_ids=(int(GUILD),))
         sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> hi", mentions=mention(fake))
         assert await running.outcomes.of(sent["id"]) == "answered"
-        history = keys.history(ConversationKey("discord", GUILD, GENERAL, sent["id"]))
+        history = keys.history("testbot", ConversationKey("discord", GUILD, GENERAL, sent["id"]))
         assert await redis.llen(history) == 2
         original = await private_answer(fake, await fake.send_interaction(name="reset", channel_id=GENERAL))
         assert original["content"] == RESET_REPLY
@@ -118,7 +118,7 @@ class TestReset:
         running = await start_bot()
         sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> hi", mentions=mention(fake))
         assert await running.outcomes.of(sent["id"]) == "answered"
-        history = keys.history(ConversationKey("discord", GUILD, GENERAL, sent["id"]))
+        history = keys.history("testbot", ConversationKey("discord", GUILD, GENERAL, sent["id"]))
         reset = await fake.send_message_create(channel_id=GENERAL, content="<@1000> reset",
                                                mentions=mention(fake))
         assert await running.outcomes.of(reset["id"]) == "command"

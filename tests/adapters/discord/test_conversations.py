@@ -150,7 +150,7 @@ class TestReplyChains:
             "[Alice] capital of France?", "Paris.", "[Alice] and Germany?", "Berlin.", "[Alice] and Spain?"]
         assert [m["content"] for m in answer_chain(fake, GENERAL, third["id"])] == ["Madrid."]
         chain = ConversationKey("discord", GUILD, GENERAL, first["id"])
-        assert await redis.llen(keys.history(chain)) == 6
+        assert await redis.llen(keys.history("testbot", chain)) == 6
 
     async def test_a_new_mention_starts_a_new_conversation(
         self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
@@ -192,7 +192,7 @@ class TestThreads:
         assert request_contents(chat_api.requests[1].body)[1:] == [
             "[Alice] my favourite colour is blue", "Noted: blue.", "[Alice] what is my favourite colour?"]
         assert [m["content"] for m in fake.bot_messages(THREAD)] == ["Noted: blue.", "Blue."]
-        assert await redis.llen(keys.history(ConversationKey("discord", GUILD, THREAD))) == 4
+        assert await redis.llen(keys.history("testbot", ConversationKey("discord", GUILD, THREAD))) == 4
 
 
 class TestRespondToAll:

@@ -133,7 +133,7 @@ async def patient_engine(chat_api: FakeChatAPI, redis: Redis, keys: RedisKeys) -
                         retry=FAST_RETRY)
     profile = make_profile()
     yield ConversationEngine(
-        profile, chat=client, history=RedisHistory(redis, keys, profile.history),
+        profile, chat=client, history=RedisHistory(redis, keys, profile.history, bot=profile.name),
         coordination=RedisCoordination(redis, keys), usage=RedisUsage(redis, keys),
     )
     await client.aclose()
