@@ -21,12 +21,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Redis: REDIS_URL if it answers, else a throwaway redis-server on a free port (tests/with_redis.py).
+# Redis: REDIS_URL if it answers, else a throwaway redis-server on a free port (.ci/with_redis.py).
 test: install lint
-	$(BIN)/python tests/with_redis.py $(BIN)/python -m pytest -q
+	$(BIN)/python .ci/with_redis.py $(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python tests/with_redis.py $(BIN)/python -m benchmarks
+	$(BIN)/python .ci/with_redis.py $(BIN)/python -m benchmarks
 
 # A local fake of the chat API, to run the bots without a key: LUNOS_BASE_URL=http://127.0.0.1:8089/v1
 fake-api: install

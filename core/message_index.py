@@ -12,7 +12,6 @@ never to a failed turn.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import structlog
@@ -23,31 +22,6 @@ from core.redis_keys import RedisKeys
 from core.types import ConversationKey
 
 log = structlog.get_logger(__name__)
-
-
-def encode_conversation(key: ConversationKey) -> str:
-    """JSON rather than `str(key)`: ids may one day contain the `:` separator."""
-    return json.dumps(
-        {"platform": key.platform, "workspace": key.workspace, "channel": key.channel, "thread": key.thread},
-        separators=(",", ":"),
-    )
-
-
-def decode_conversation(raw: str | bytes) -> ConversationKey | None:
-    """The stored key, or None for anything malformed (treated as unknown rather than crashing)."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    platform, workspace, channel = data.get("platform"), data.get("workspace"), data.get("channel")
-    thread = data.get("thread")
-    if not all(isinstance(v, str) and v for v in (platform, workspace, channel)):
-        return None
-    if thread is not None and not isinstance(thread, str):
-        return None
-    return ConversationKey(str(platform), str(workspace), str(channel), thread)
 
 
 class MessageIndex:
@@ -64,7 +38,7 @@ class MessageIndex:
         """Map every ref to `conversation` in one round trip; later writes win."""
         if not refs:
             return
-        value = encode_conversation(conversation)
+        value = conversation.to_json()
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for ref in refs:
@@ -80,4 +54,4 @@ class MessageIndex:
         except (RedisError, OSError) as exc:
             log.warning("message_index.degraded", op="lookup", error=type(exc).__name__)
             return None
-        return None if raw is None else decode_conversation(raw)
+        return None if raw is None else ConversationKey.from_json(raw)

@@ -31,6 +31,28 @@ class ConversationKey:
             parts.append(self.thread)
         return ":".join(parts)
 
+    def to_json(self) -> str:
+        """JSON rather than `str(key)` for storage: ids may one day contain the `:` separator."""
+        return json.dumps(
+            {"platform": self.platform, "workspace": self.workspace, "channel": self.channel,
+             "thread": self.thread},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ConversationKey | None:
+        """A stored key, or None for anything malformed (treated as unknown, never a crash)."""
+        data = _json_object(raw)
+        if data is None:
+            return None
+        platform, workspace, channel = data.get("platform"), data.get("workspace"), data.get("channel")
+        thread = data.get("thread")
+        if not all(isinstance(v, str) and v for v in (platform, workspace, channel)):
+            return None
+        if thread is not None and not isinstance(thread, str):
+            return None
+        return cls(str(platform), str(workspace), str(channel), thread)
+
 
 @dataclass(frozen=True)
 class Author:
@@ -152,11 +174,8 @@ class Turn:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Turn | None:
         """Parse a stored turn; None for anything malformed (skipped rather than crashing a turn)."""
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return None
-        if not isinstance(data, dict):
+        data = _json_object(raw)
+        if data is None:
             return None
         role, content = data.get("role"), data.get("content")
         if role not in ("user", "assistant", "system") or not isinstance(content, str):
@@ -174,3 +193,12 @@ class Turn:
 
     def as_message(self) -> ChatMessage:
         return ChatMessage(role=self.role, content=self.content, name=self.author)
+
+
+def _json_object(raw: str | bytes) -> dict[str, Any] | None:
+    """A JSON object from storage, or None when it is not one."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

