@@ -20,6 +20,7 @@ from core.errors import (
     AllModelsFailed,
     ChatAPIError,
     HistoryUnavailable,
+    ReplyUndeliverable,
     RequestRejected,
 )
 from core.ports import Coordination, HistoryStore, ReplySink, TurnObserver, UsageRecorder
@@ -138,44 +139,54 @@ class ConversationEngine:
                 log.info("turn.duplicate", event_id=message.event_id)
                 return TurnOutcome(status="duplicate")
             command = message.text.strip().lower()
+            return await self._in_turn(message, sink, command)
+
+    async def _in_turn(self, message: IncomingMessage, sink: ReplySink, command: str) -> TurnOutcome:
+        # The working signal goes up before waiting for the conversation's previous turn, so the
+        # user sees at once that the bot heard them.
+        reply = ReplyStream(sink, clock=self._clock)
+        await reply.open()
+        try:
             async with self._coordination.conversation_lock(self.profile.name, message.conversation):
                 if command in RESET_COMMANDS:
-                    return await self._reset(message, sink)
+                    return await self._reset(message, reply)
                 if command in HELP_COMMANDS:
-                    await self._say(sink, self.help_text())
+                    await reply.close(note=self.help_text())
                     return TurnOutcome(status="command")
-                return await self._answer(message, sink)
+                return await self._answer(message, reply)
+        finally:
+            if not reply.closed:  # only when something above raised: never leave a placeholder
+                await asyncio.shield(reply.close(note=INTERRUPTED_NOTE if reply.text else APOLOGY_INTERNAL))
 
     async def has_history(self, conversation: ConversationKey) -> bool:
-        """Whether this bot has talked in `conversation` (e.g. a Slack thread it answered in), or
-        a user reset it there. False when the store is down: the adapter then asks for a mention."""
+        """Whether this bot is in `conversation` (e.g. a Slack thread it answered in): it has
+        turns there, a user reset it there, or a turn is being answered there right now. False
+        when the store is down: the adapter then asks for a mention."""
         try:
-            return await self._history.exists(conversation)
+            if await self._history.exists(conversation):
+                return True
         except HistoryUnavailable:
             return False
+        return await self._coordination.conversation_busy(self.profile.name, conversation)
 
     async def reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         """The `reset` command, for adapters with a native command (a Discord slash command)."""
-        async with self._coordination.conversation_lock(self.profile.name, message.conversation):
-            return await self._reset(message, sink)
+        with structlog.contextvars.bound_contextvars(
+            bot=self.profile.name, app_id=self.profile.app_id, platform=message.platform,
+            conversation=str(message.conversation),
+        ):
+            return await self._in_turn(message, sink, "reset")
 
-    async def _reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
-        degraded = False
+    async def _reset(self, message: IncomingMessage, reply: ReplyStream) -> TurnOutcome:
         try:
             await self._history.clear(message.conversation)
         except HistoryUnavailable as exc:
-            degraded = True
             log.warning("history.degraded", op="clear", error=str(exc))
-            await self._say(sink, APOLOGY_RESET_FAILED)
+            await reply.close(note=APOLOGY_RESET_FAILED)
             return TurnOutcome(status="failed", degraded=True)
-        await self._say(sink, RESET_REPLY)
+        await reply.close(note=RESET_REPLY)
         log.info("turn.reset")
-        return TurnOutcome(status="command", degraded=degraded)
-
-    async def _say(self, sink: ReplySink, text: str) -> None:
-        reply = ReplyStream(sink, clock=self._clock)
-        await reply.open()
-        await reply.close(note=text)
+        return TurnOutcome(status="command")
 
     async def _load_history(self, message: IncomingMessage) -> tuple[list[Turn], bool, bool]:
         """(turns, degraded, seeded): stored history, else the adapter's seed for a conversation
@@ -219,7 +230,7 @@ class ConversationEngine:
         kept.reverse()
         return (system, *kept, user), len(kept) < len(history)
 
-    async def _answer(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
+    async def _answer(self, message: IncomingMessage, reply: ReplyStream) -> TurnOutcome:
         started = self._clock()
         history, degraded, seeded = await self._load_history(message)
         author = message.author.display_name if message.multi_user else None
@@ -230,10 +241,12 @@ class ConversationEngine:
             fallback_models=self.profile.fallback_models, messages=messages,
             max_tokens=self.profile.max_tokens,
         )
-        reply = ReplyStream(sink, clock=self._clock)
-        await reply.open()
         try:
             result = await self._chat.stream(request, reply.push)
+        except ReplyUndeliverable as exc:
+            await reply.close()
+            log.warning("turn.undeliverable", error=str(exc), latency_ms=self._ms_since(started))
+            return TurnOutcome(status="failed", degraded=degraded, history_trimmed=trimmed)
         except ChatAPIError as exc:
             apology = apology_for(exc)
             await reply.close(note=INTERRUPTED_NOTE if reply.text else apology)
@@ -250,12 +263,16 @@ class ConversationEngine:
             INTERRUPTED_NOTE if result.interrupted else None,
             TRUNCATED_NOTE if result.truncated else None,
         ]
-        footer = sink.footer(ReplyInfo(
+        footer = reply.sink.footer(ReplyInfo(
             model=result.model, fallback_used=result.fallback_used,
             history_trimmed=trimmed, truncated=result.truncated,
         ))
         note = "\n".join(n for n in [*notes, footer] if n) or None
         await reply.close(note=note)
+        if reply.undeliverable is not None:
+            log.warning("turn.undeliverable", error=str(reply.undeliverable),
+                        latency_ms=self._ms_since(started))
+            return TurnOutcome(status="failed", result=result, degraded=degraded, history_trimmed=trimmed)
 
         turns = [
             *(history if seeded else []),

@@ -10,6 +10,8 @@
     ├── HistoryUnavailable           Redis could not be reached for history, locks or dedupe
     ├── DefinitionError              a bot definition is invalid (names file and field)
     └── PlatformError                a platform API call failed (raised by adapters)
+        └── ReplyUndeliverable       the reply can no longer be shown (no permission, channel or
+                                     message gone): stop sending, do not save the turn
 
 Lower-layer exceptions (httpx, redis) are translated into these at the seam where they are
 caught, with `raise ... from exc`, so callers never handle a library's exception type.
@@ -95,3 +97,8 @@ class DefinitionError(BotError):
 
 class PlatformError(BotError):
     """A Slack or Discord API call failed in a way the adapter could not absorb."""
+
+
+class ReplyUndeliverable(PlatformError):
+    """Raised by a sink when more calls cannot help: the bot may not post here, the channel is
+    gone, or a moderator deleted the reply. The reply stops at once and is not reposted."""

@@ -91,6 +91,9 @@ class Coordination(Protocol):
     def conversation_lock(self, bot: str, key: ConversationKey) -> AbstractAsyncContextManager[None]:
         """Held while one turn of the conversation is answered, so turns run in order."""
 
+    async def conversation_busy(self, bot: str, key: ConversationKey) -> bool:
+        """Whether a turn of the conversation is being answered now, by any replica."""
+
 
 class UsageRecorder(Protocol):
     """Token accounting per app ID, day and model. Relied on by `ConversationEngine` and the CLI."""

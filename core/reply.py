@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import structlog
 
+from core.errors import ReplyUndeliverable
 from core.ports import ReplySink
 from core.streaming import Edit, Operation, Post, StreamRenderer
 
@@ -38,6 +39,17 @@ class ReplyStream:
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self.failed_operations = 0
+        self._closed = False
+        self.undeliverable: ReplyUndeliverable | None = None  # set when the sink gave up for good
+
+    @property
+    def sink(self) -> ReplySink:
+        return self._sink
+
+    @property
+    def closed(self) -> bool:
+        """`close` has run: the platform has every final state."""
+        return self._closed
 
     @property
     def text(self) -> str:
@@ -63,7 +75,10 @@ class ReplyStream:
         self._enqueue(self._renderer.start(self._clock()))
 
     async def push(self, delta: str) -> None:
-        """Add model text. Never blocks on the platform."""
+        """Add model text. Never blocks on the platform. Raises `ReplyUndeliverable` once the
+        platform refused the reply for good, so the caller stops the model stream."""
+        if self.undeliverable is not None:
+            raise self.undeliverable
         if not delta or self._renderer.finished:
             return
         self._enqueue(self._renderer.feed(delta, self._clock()))
@@ -71,7 +86,10 @@ class ReplyStream:
 
     async def close(self, note: str | None = None) -> None:
         """Finish the reply with `note` after the text (or as the whole text when there is none)
-        and wait until the platform has every final state."""
+        and wait until the platform has every final state. Only the first call counts."""
+        if self._closed:
+            return
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -114,6 +132,8 @@ class ReplyStream:
             self._wake.clear()
             while self._queue:
                 op = self._queue.popleft()
+                if self.undeliverable is not None:
+                    continue  # nothing more can be shown: drop, do not repost
                 if isinstance(op, Edit) and not op.final and self._superseded(op):
                     continue
                 await self._execute(op)
@@ -138,6 +158,10 @@ class ReplyStream:
                 return
             except asyncio.CancelledError:
                 raise
+            except ReplyUndeliverable as exc:
+                self.undeliverable = exc
+                log.warning("reply.undeliverable", operation=type(op).__name__, error=str(exc))
+                return
             except Exception as exc:  # the sink already retried what it could; keep the reply going
                 self.failed_operations += 1
                 log.warning("reply.operation_failed", operation=type(op).__name__, final=final,

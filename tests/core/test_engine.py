@@ -364,3 +364,45 @@ class TestBotsShareNothing:
         assert await engine.has_history(conversation()), "a reset conversation is still one the bot is in"
         await engine.handle(incoming("fresh start", multi_user=True, seed=seed), RecordingSink())
         assert contents(chat_api.requests[-1].body) == ["You are a test bot.", "[alice] fresh start"]
+
+
+class TestPlatformSide:
+    """What the engine does when the platform, not the model, is the problem."""
+
+    async def test_undeliverable_reply_stops_the_stream(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
+        """A sink that gives up for good (message deleted, no permission) stops the model stream;
+        nothing is reposted and the turn is not saved."""
+        from core.errors import ReplyUndeliverable
+
+        class WithdrawnSink(RecordingSink):
+            async def edit(self, ref: str, text: str, *, final: bool) -> None:
+                raise ReplyUndeliverable("the message was deleted")
+
+        engine = make_engine()
+        chat_api.script(A, Behaviour(text="word " * 400, chunk_chars=5, token_delay_s=0.005))
+        sink = WithdrawnSink()
+        outcome = await engine.handle(incoming("tell me"), sink)
+        assert outcome.status == "failed"
+        assert [c.kind for c in sink.calls].count("post") == 1, "a withdrawn reply is never reposted"
+        request = chat_api.requests[0]
+        async with asyncio.timeout(5):
+            await request.finished.wait()
+        assert request.client_disconnected, "the model stream is abandoned, not read to the end"
+        assert not await engine.has_history(conversation())
+
+    async def test_working_signal_before_the_previous_turn_ends(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A second message shows its working signal while the first answer is still streaming,
+        and the conversation counts as one the bot is in from the first turn's start."""
+        engine = make_engine()
+        chat_api.script(A, Behaviour(text="slow first", ttft_s=0.5), Behaviour(text="second"))
+        first_sink, second_sink = RecordingSink(), RecordingSink()
+        first = asyncio.create_task(engine.handle(incoming("one"), first_sink))
+        await chat_api.wait_for_requests(1)
+        assert await engine.has_history(conversation()), "a turn in progress makes the bot part of it"
+        second = asyncio.create_task(engine.handle(incoming("two"), second_sink))
+        async with asyncio.timeout(5):
+            await second_sink.started.wait()
+        assert second_sink.calls[0].kind == "start" and not first.done()
+        await asyncio.gather(first, second)

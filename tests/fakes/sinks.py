@@ -35,11 +35,13 @@ class RecordingSink:
     messages: dict[str, str] = field(default_factory=dict)
     calls: list[SinkCall] = field(default_factory=list)
     footers: list[ReplyInfo] = field(default_factory=list)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     first_text: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         self.calls.append(SinkCall("start", None, None, False, time.monotonic()))
+        self.started.set()
 
     async def post(self, text: str) -> str:
         ref = f"m{len(self.messages) + 1}"
