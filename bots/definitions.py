@@ -61,7 +61,10 @@ class BotDefinition:
     def secrets(self) -> list[str]:
         """Credential values, for the log redactor."""
         names = CREDENTIAL_FIELDS.get(self.platform, ())
-        return [str(v) for k, v in self.platform_settings.items() if k in names and v]
+        # Stripped too: adapters strip tokens (a Kubernetes secret often ends in a newline), and
+        # the redactor must match the value that is actually sent and might be echoed.
+        values = [str(v) for k, v in self.platform_settings.items() if k in names and v]
+        return [*values, *(v.strip() for v in values if v.strip() != v)]
 
 
 @dataclass

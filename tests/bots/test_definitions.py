@@ -48,6 +48,11 @@ class TestParse:
         assert d.missing_credentials == ()
         assert d.secrets() == ["discord-secret-token"]
 
+    def test_secrets_include_the_stripped_token(self) -> None:
+        """A token read from a file-mounted secret ends in a newline; both forms are redacted."""
+        d = parse_definition(Path("helper.toml"), GOOD, {**ENV, "DISCORD_TOKEN": "discord-secret-token\n"})
+        assert d.secrets() == ["discord-secret-token\n", "discord-secret-token"]
+
     def test_unset_credential_marks_the_bot_not_the_file(self) -> None:
         """A token from an unset variable is 'missing credentials', not a load error."""
         d = parse_definition(Path("helper.toml"), GOOD, {"TEAM": "x"})
