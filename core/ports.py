@@ -127,3 +127,15 @@ class TurnObserver(Protocol):
 
     def turn_finished(self, bot: str, status: str, model: str | None, latency_s: float,
                       fallback_used: bool) -> None: ...
+
+
+class MessageObserver(Protocol):
+    """Told what became of every message an adapter received, once the adapter is done with it.
+    Relied on by `adapters.discord.DiscordBot` (its `observer`), which calls it; tests implement it
+    to wait for an answer without sleeping, and it can feed metrics. `outcome` is the engine's turn
+    status ("answered", "interrupted", "command", "failed", "duplicate"; "interrupted" also for a
+    reply cut short at shutdown) or the adapter's own verdict: "refused", "refused_quietly",
+    "ignored_bot", "ignored_not_addressed", "ignored_cannot_send", "ignored_stopping",
+    "ignored_not_ready", or "crashed" (a bug, logged)."""
+
+    def message_handled(self, message_id: int, outcome: str) -> None: ...

@@ -5,7 +5,8 @@ per channel, 429 awareness), `sink` (posting and editing answers), `bot` (`Disco
 `config` (`DiscordConfig`). Imports `core` and discord.py only, never `bots`.
 """
 
-from adapters.discord.bot import DiscordBot, MessageObserver
+from adapters.discord.bot import DiscordBot
 from adapters.discord.config import DiscordConfig, FooterSettings
+from core.ports import MessageObserver  # re-exported: what DiscordBot's `observer` must satisfy
 
 __all__ = ["DiscordBot", "DiscordConfig", "FooterSettings", "MessageObserver"]

@@ -2,11 +2,12 @@
 a share of a sharded bot), its slash commands, and the path from a message to the engine and back.
 
 Order of a message: drop bots and webhooks (itself included) → is it for the bot at all (a DM, a
-mention, a reply to the bot, a channel it answers everything in)? → access lists (a refusal is said
-once per user and channel) → which conversation (the message index, then the event) → the engine,
-answering through a `DiscordReplySink`. The first two steps are synchronous, so a busy guild costs
-no task per message. Commands (`reset`, `help`) belong to the engine; `/reset` and `/help` only
-translate an interaction into it. This module must not know about `bots/` (settings, TOML).
+mention, a reply to the bot, a channel it answers everything in)? → which conversation (the message
+index, then the event; bound to every log line from here on) → access lists (a refusal is said once
+per user and channel) → the engine, answering through a `DiscordReplySink`. The first two steps are
+synchronous, so a busy guild costs no task per message. Commands (`reset`, `help`) belong to the
+engine; `/reset` and `/help` only translate an interaction into it. This module must not know about
+`bots/` (settings, TOML).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Protocol
 
 import aiohttp
 import discord
@@ -24,6 +24,7 @@ from discord import app_commands
 from adapters.discord.access import Place, Refusal, Sender, in_channels
 from adapters.discord.config import DiscordConfig
 from adapters.discord.pacing import ChannelPacer, rate_limit_trace
+from adapters.discord.redaction import install_token_filter
 from adapters.discord.sink import DiscordReplySink, InteractionReplySink, discord_limits
 from adapters.discord.translate import (
     PLATFORM,
@@ -42,14 +43,16 @@ from adapters.discord.translate import (
 from core.engine import RESET_COMMANDS, ConversationEngine
 from core.errors import PlatformError
 from core.message_index import MessageIndex
-from core.ports import Coordination
+from core.ports import Coordination, MessageObserver
 from core.types import ConversationKey
 
 log = structlog.get_logger(__name__)
 
-STOP_GRACE_S = 20.0  # replies in flight get this long at shutdown; Kubernetes waits 30 s by default
-CANCEL_GRACE_S = 3.0  # then a cancelled reply still gets this long to leave a final message
-CLOSE_TIMEOUT_S = 5.0  # the gateway task ends promptly once the client is closed
+# All of `stop`: Kubernetes' default terminationGracePeriodSeconds, after which it kills the process.
+# Replies get `DiscordConfig.stop_grace_s` of it to finish; the cut-short ones get the rest, less
+# `CLOSE_TIMEOUT_S`, to leave their final message.
+STOP_BUDGET_S = 30.0
+CLOSE_TIMEOUT_S = 3.0  # kept for the end: the gateway task ends promptly once the client is closed
 EMPTY_MENTION_TEXT = "help"  # "@bot" alone: say what the bot does instead of sending the model nothing
 # The model's text may contain "@everyone" or role mentions: never let an answer ping anyone but the
 # person it replies to.
@@ -60,16 +63,6 @@ NOTHING_TO_RESET = (
     "You have no conversation with me in this channel. Here each @mention starts its own conversation "
     "and replying to my answers continues it."
 )
-
-
-class MessageObserver(Protocol):
-    """Told what became of every message the bot received. Relied on by tests (to wait for an answer
-    without sleeping) and usable for metrics. Outcomes: the engine's turn status ("answered",
-    "interrupted", "command", "failed", "duplicate") or "refused", "refused_quietly", "ignored_bot",
-    "ignored_not_addressed", "ignored_cannot_send", "ignored_stopping", "ignored_not_ready",
-    "crashed"."""
-
-    def message_handled(self, message_id: int, outcome: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -99,6 +92,7 @@ class DiscordBot:
         self._index = index
         self._coordination = coordination
         self._observer = observer
+        install_token_filter()  # before the client exists: its first interaction may be logged
         self._pacer = ChannelPacer(config.edit_interval_s)
         self._limits = discord_limits(config.edit_interval_s)
         self._client = self._make_client()
@@ -148,18 +142,33 @@ class DiscordBot:
         """Until the gateway session is ready (guilds cached). Call after `start`."""
         await self._client.wait_until_ready()
 
+    async def wait_idle(self) -> None:
+        """Until every reply and command started so far has finished (tests and benchmarks)."""
+        while pending := {t for t in self._inflight if not t.done() and t is not asyncio.current_task()}:
+            await asyncio.gather(*pending, return_exceptions=True)
+
     async def stop(self) -> None:
-        """Stop taking messages, let replies in flight finish (cancelled after `STOP_GRACE_S`, which
-        still leaves each a final message), then disconnect."""
+        """Stop taking messages and let replies in flight finish for `stop_grace_s`. Cancel the rest:
+        the engine still leaves each a final message, and with the channel spacing lifted their final
+        edits go out at once; wait for them. Only then disconnect. All within `STOP_BUDGET_S`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_BUDGET_S - CLOSE_TIMEOUT_S
         self._accepting = False
         pending = {t for t in self._inflight if not t.done() and t is not asyncio.current_task()}
         if pending:
-            log.info("discord.stopping", bot=self.name, replies_in_flight=len(pending))
-            _, late = await asyncio.wait(pending, timeout=STOP_GRACE_S)
-            for task in late:
-                task.cancel()
+            log.info("discord.stopping", **self._log_context(), replies_in_flight=len(pending))
+            grace = min(self._config.stop_grace_s, deadline - loop.time())
+            _, late = await asyncio.wait(pending, timeout=grace)
             if late:
-                await asyncio.wait(late, timeout=CANCEL_GRACE_S)
+                # Ten replies cut short in one channel would otherwise queue their final edits an
+                # interval apart, and the disconnect below would leave them half-written.
+                self._pacer.drain()
+                for task in late:
+                    task.cancel()
+                _, unfinished = await asyncio.wait(late, timeout=max(0.0, deadline - loop.time()))
+                if unfinished:
+                    log.warning("discord.replies_unfinished", **self._log_context(),
+                                replies=len(unfinished), budget_s=STOP_BUDGET_S)
         await self._client.close()
         if self._connection is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -168,7 +177,7 @@ class DiscordBot:
     # -- gateway events ---------------------------------------------------------------------
 
     async def on_ready(self) -> None:
-        log.info("discord.ready", bot=self.name, guilds=len(self._client.guilds),
+        log.info("discord.ready", **self._log_context(), guilds=len(self._client.guilds),
                  shards=self._config.shard_ids if self._config.sharded else None)
 
     async def on_message(self, message: discord.Message) -> None:
@@ -201,16 +210,20 @@ class DiscordBot:
         if addressed is None:
             return "ignored_not_addressed"
         if guild is not None and not bot_can_send(message.channel, guild.me):
-            log.warning("discord.cannot_send", bot=self.name, channel=place.channel_id,
-                        hint="give the bot View Channel and Send Messages (in Threads) there")
+            log.warning("discord.cannot_send", **self._log_context(), channel=place.channel_id,
+                        hint="give the bot View Channel, Send Messages (in Threads) and Read "
+                             "Message History there")
             return "ignored_cannot_send"
         return _Addressed(addressed, sender, place, whole_channel)
 
     async def _answer(self, message: discord.Message, triaged: _Addressed) -> None:
         outcome = "crashed"
-        with structlog.contextvars.bound_contextvars(bot=self.name, platform=PLATFORM):
+        with structlog.contextvars.bound_contextvars(**self._log_context()):
             try:
                 outcome = await self._answer_checked(message, triaged)
+            except asyncio.CancelledError:  # shutdown cut it short; the engine left a final message
+                outcome = "interrupted"
+                raise
             except Exception:  # the adapter's entry point: log; the engine already left a final message
                 log.exception("discord.message_crashed", message=message.id)
             finally:
@@ -218,13 +231,20 @@ class DiscordBot:
 
     async def _answer_checked(self, message: discord.Message, triaged: _Addressed) -> str:
         sender, place = triaged.sender, triaged.place
-        refusal = self._config.access.check(sender, place)
-        if refusal is not None:
-            return await self._refuse(message, sender, place, refusal)
         text = triaged.addressed.text or EMPTY_MENTION_TEXT
         continued = await self._continued(triaged, text)
         conversation = conversation_for(place, triaged.addressed, message.id,
                                         whole_channel=triaged.whole_channel, continued=continued)
+        with structlog.contextvars.bound_contextvars(conversation=str(conversation)):
+            refusal = self._config.access.check(sender, place)
+            if refusal is not None:
+                return await self._refuse(message, sender, place, refusal)
+            return await self._answer_allowed(message, triaged, conversation, text)
+
+    async def _answer_allowed(
+        self, message: discord.Message, triaged: _Addressed, conversation: ConversationKey, text: str
+    ) -> str:
+        sender, place = triaged.sender, triaged.place
         refs = [message_ref(message.id)]
         if self._is_chain_channel(place, triaged.whole_channel):
             refs.append(latest_ref(place.channel_id, sender.user_id))
@@ -233,6 +253,7 @@ class DiscordBot:
         sink = DiscordReplySink(
             trigger=message, conversation=conversation, bot=self.name, pacer=self._pacer,
             index=self._index, limits=self._limits, footer=self._config.footer,
+            typing_refresh_s=self._config.typing_refresh_s,
         )
         incoming = incoming_message(message, bot=self.name, conversation=conversation, text=text,
                                     sender=sender)
@@ -296,21 +317,27 @@ class DiscordBot:
                 self._tree.add_command(command)
 
     async def _sync_commands(self) -> None:
-        """Guild commands appear at once; global ones can take up to an hour to show everywhere."""
+        """Guild commands appear at once; global ones can take up to an hour to show everywhere.
+        Each guild on its own: one the bot has left (or may not register in) must not cost the others
+        their commands."""
         if not self._config.syncs_commands:
             return
+        if not self._config.guild_ids:
+            if await self._sync_commands_to(None):
+                log.info("discord.commands_synced", **self._log_context(), guilds="global")
+            return
+        synced = [g for g in self._config.guild_ids if await self._sync_commands_to(g)]
+        if synced:
+            log.info("discord.commands_synced", **self._log_context(), guilds=synced)
+
+    async def _sync_commands_to(self, guild_id: int | None) -> bool:
         try:
-            if self._config.guild_ids:
-                for guild_id in self._config.guild_ids:
-                    await self._tree.sync(guild=discord.Object(id=guild_id))
-            else:
-                await self._tree.sync()
+            await self._tree.sync(guild=discord.Object(id=guild_id) if guild_id is not None else None)
         except discord.HTTPException as exc:  # the bot still answers messages without its commands
-            log.warning("discord.commands_sync_failed", bot=self.name, status=exc.status, code=exc.code,
-                        error=exc.text)
-        else:
-            log.info("discord.commands_synced", bot=self.name,
-                     guilds=list(self._config.guild_ids) or "global")
+            log.warning("discord.commands_sync_failed", **self._log_context(), guild=guild_id or "global",
+                        status=exc.status, code=exc.code, error=exc.text)
+            return False
+        return True
 
     def _interaction_place(self, interaction: discord.Interaction[discord.Client]) -> Place:
         return place_of(interaction.channel, channel_id=interaction.channel_id or 0,
@@ -345,7 +372,7 @@ class DiscordBot:
             bot=self.name, interaction_id=interaction.id, conversation=conversation, sender=sender,
             text="/reset", received_at=interaction.created_at.timestamp(), multi_user=not place.is_dm,
         )
-        with structlog.contextvars.bound_contextvars(bot=self.name, platform=PLATFORM):
+        with structlog.contextvars.bound_contextvars(**self._log_context(), conversation=str(conversation)):
             await self._engine.reset(message, InteractionReplySink(interaction))
 
     # -- internals --------------------------------------------------------------------------
@@ -377,11 +404,15 @@ class DiscordBot:
         try:
             await self._client.connect(reconnect=True)
         except discord.PrivilegedIntentsRequired:
-            log.error("discord.intent_not_enabled", bot=self.name,
+            log.error("discord.intent_not_enabled", **self._log_context(),
                       hint="respond_to_all needs the Message Content intent: enable it in the Developer "
                            "Portal (Bot → Privileged Gateway Intents) or remove respond_to_all")
         except Exception:
-            log.exception("discord.connection_failed", bot=self.name)
+            log.exception("discord.connection_failed", **self._log_context())
+
+    def _log_context(self) -> dict[str, str]:
+        """What every log line of this bot carries (the engine adds `conversation` and `model`)."""
+        return {"bot": self.name, "app_id": self._engine.profile.app_id, "platform": PLATFORM}
 
     def _track(self, task: asyncio.Task[object] | None) -> None:
         if task is None:

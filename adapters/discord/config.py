@@ -16,6 +16,10 @@ DISCORD_SPLIT_CHARS = 1900
 DISCORD_MIN_EDIT_INTERVAL_S = 1.2  # ~5 edits/5 s per channel (undocumented); shared by every reply there
 # discord.py waits this long after the last GUILD_CREATE before on_ready; its own default.
 DISCORD_GUILD_READY_TIMEOUT_S = 2.0
+DISCORD_TYPING_REFRESH_S = 8.0  # one trigger shows "typing…" for ~10 s; refresh before it lapses
+# At shutdown replies in flight get this long to finish on their own; the rest of the stop budget
+# (`adapters.discord.bot.STOP_BUDGET_S`) goes to finalising the ones cut short, then disconnecting.
+DISCORD_STOP_GRACE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,10 @@ class DiscordConfig:
     shard_count: int | None = None  # set: an AutoShardedClient with this many shards in total
     shard_ids: tuple[int, ...] | None = None  # the shards this process runs (None: all of them)
     edit_interval_s: float = DISCORD_MIN_EDIT_INTERVAL_S
+    # Not in the `[discord]` table: discord.py's and Discord's timings, tunable so tests run fast.
     guild_ready_timeout_s: float = DISCORD_GUILD_READY_TIMEOUT_S
+    typing_refresh_s: float = DISCORD_TYPING_REFRESH_S
+    stop_grace_s: float = DISCORD_STOP_GRACE_S
 
     @property
     def sharded(self) -> bool:

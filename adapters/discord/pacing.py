@@ -10,11 +10,17 @@ network latency, and while discord.py sits out a 429 no other reply edits that c
 discord.py absorbs 429s by sleeping and retrying, so they never reach the sink; `rate_limit_trace`
 sees them on the HTTP session instead, and after repeated 429s in a channel the pacer spaces that
 channel's edits further (fewer edits, same final text), recovering slowly once the 429s stop.
+
+At shutdown (`drain`) the spacing stops: ten replies cut short in one channel would otherwise queue
+their final edits an interval apart and be killed by the disconnect half-written. Their final edits
+then go out at once, and discord.py's own bucket handling (waiting out `X-RateLimit-*`, retrying
+429s) is what keeps them within Discord's limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections import deque
@@ -57,6 +63,17 @@ class ChannelPacer:
         self.interval_s = interval_s
         self._clock = clock
         self._channels: dict[int, _ChannelState] = {}
+        self._draining = asyncio.Event()
+
+    @property
+    def draining(self) -> bool:
+        """`drain` was called: the bot is shutting down."""
+        return self._draining.is_set()
+
+    def drain(self) -> None:
+        """Shutdown: from now on edits skip the channel spacing, and an edit waiting out its
+        interval goes at once. Edits already queued behind another still take turns, briefly."""
+        self._draining.set()
 
     def slowdown(self, channel_id: int) -> float:
         """The channel's current multiplier of `interval_s` (1.0 unless it was rate-limited)."""
@@ -71,12 +88,16 @@ class ChannelPacer:
         """Hold the channel's edit slot while the edit runs: entered once the interval since the
         channel's previous edit finished has passed. Waiters go in order."""
         state = self._state(channel_id)
+        if self.draining:
+            yield
+            return
         async with state.lock:  # asyncio.Lock is FIFO: replies in a channel take turns
             self._recover(state, self._clock())
-            if state.last_done_at is not None:
+            if state.last_done_at is not None and not self.draining:
                 delay = state.last_done_at + self.interval_s * state.slowdown - self._clock()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    with contextlib.suppress(TimeoutError):  # the interval passed, or shutdown began
+                        await asyncio.wait_for(self._draining.wait(), delay)
             try:
                 yield
             finally:

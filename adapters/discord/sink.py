@@ -4,9 +4,11 @@ for slash commands.
 `core.reply.ReplyStream` drives a sink (one call in flight per reply, newest edit wins, finals
 retried); the renderer splits at `DISCORD_SPLIT_CHARS` on clean boundaries with code fences closed
 and reopened. What this module adds is Discord's: the typing indicator until the first text, replies
-threaded to the question and each part to the previous one, edits paced per channel, error 30046
-(no more edits to that message) turned into a fresh message, and discord.py's exceptions translated
-into `PlatformError`. It posts nothing on its own initiative.
+threaded to the question and each part to the previous one, edits paced per channel (not at all once
+the bot is shutting down), a message Discord will no longer edit (30046) or whose final edit failed
+replaced by a fresh one in its place, a refused reply arrow (160002) dropped, and discord.py's
+exceptions translated into `PlatformError`, or `ReplyUndeliverable` when no further call can help.
+It posts nothing on its own initiative.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import aiohttp
 import discord
 import structlog
 
-from adapters.discord.config import DISCORD_MAX_MESSAGE_CHARS, DISCORD_SPLIT_CHARS, FooterSettings
+from adapters.discord.config import (
+    DISCORD_MAX_MESSAGE_CHARS,
+    DISCORD_SPLIT_CHARS,
+    DISCORD_TYPING_REFRESH_S,
+    FooterSettings,
+)
 from adapters.discord.pacing import ChannelPacer
 from adapters.discord.translate import message_ref
-from core.errors import PlatformError
+from core.errors import PlatformError, ReplyUndeliverable
 from core.message_index import MessageIndex
 from core.ports import RenderLimits
 from core.types import ConversationKey, ReplyInfo
@@ -28,11 +36,17 @@ from core.types import ConversationKey, ReplyInfo
 log = structlog.get_logger(__name__)
 
 DISCORD_STREAMING_INDICATOR = " ▌"  # shows the answer is still growing; the final edit drops it
-TYPING_REFRESH_S = 8.0  # one trigger shows "typing…" for ~10 s; refresh before it lapses
 # The first post waits this long at most for the first typing trigger to land: one arriving after the
 # answer would show "typing…" under it for 10 s.
 TYPING_SETTLE_S = 2.0
 EDITS_TOO_OLD_CODE = 30046  # "Maximum number of edits to messages older than 1 hour reached"
+REPLY_NEEDS_HISTORY_CODE = 160002  # "Cannot reply without permission to read message history"
+# Besides any 403 or 404 (no access or permission; channel, message, interaction or webhook gone):
+# errors no retry and no new message can get past. Retrying would only add invalid requests.
+UNDELIVERABLE_CODES = frozenset({
+    50083,  # "Operation cannot be performed on an archived thread"
+    160005,  # "Thread is locked"
+})
 # An edit holds its channel's slot while it runs; one that hangs must not stall every reply in the
 # channel for aiohttp's 5-minute default. Generous: it includes discord.py sitting out a 429.
 EDIT_TIMEOUT_S = 30.0
@@ -70,17 +84,27 @@ def footer_text(info: ReplyInfo, settings: FooterSettings) -> str | None:
 
 
 def _platform_error(action: str, exc: discord.HTTPException) -> PlatformError:
-    return PlatformError(f"Discord refused to {action}: HTTP {exc.status}, code {exc.code}: {exc.text}")
+    """discord.py's error as ours: `ReplyUndeliverable` when Discord will refuse every further
+    call for this reply (so nothing is retried or reposted), else `PlatformError`."""
+    message = f"Discord refused to {action}: HTTP {exc.status}, code {exc.code}: {exc.text}"
+    if isinstance(exc, discord.Forbidden | discord.NotFound) or exc.code in UNDELIVERABLE_CODES:
+        return ReplyUndeliverable(message)
+    return PlatformError(message)
 
 
 class DiscordReplySink:
     """One answer to `trigger`, in its channel: a reply to it (in a guild), then each further part a
     reply to the part before. Bot messages are remembered in the message index under `conversation`,
-    so a reply to any of them continues it."""
+    so a reply to any of them continues it.
+
+    Discord refusing for good (no permission, channel or thread gone or archived, the answer deleted
+    by a moderator) raises `ReplyUndeliverable`: the engine stops the reply and posts nothing anew.
+    """
 
     def __init__(
         self, *, trigger: discord.Message, conversation: ConversationKey, bot: str, pacer: ChannelPacer,
         index: MessageIndex, limits: RenderLimits, footer: FooterSettings,
+        typing_refresh_s: float = DISCORD_TYPING_REFRESH_S,
     ) -> None:
         self._trigger = trigger
         self._channel = trigger.channel
@@ -90,10 +114,15 @@ class DiscordReplySink:
         self._index = index
         self._limits = limits
         self._footer = footer
+        self._typing_refresh_s = typing_refresh_s
         self._messages: dict[str, discord.Message] = {}
         self._last: discord.Message | None = None
         self._typing: asyncio.Task[None] | None = None
         self._typing_shown = asyncio.Event()
+        self._replies = True  # False once Discord refused a reply arrow here (160002)
+        # A message whose final edit failed for a reason that may pass: `ReplyStream` retries the
+        # edit and, failing again, posts the text anew; that post replaces this message.
+        self._stale: str | None = None
 
     @property
     def limits(self) -> RenderLimits:
@@ -105,26 +134,47 @@ class DiscordReplySink:
 
     async def post(self, text: str) -> str:
         await self._stop_typing()
-        # In a DM the answer needs no reply arrow; in a guild it shows which question it answers.
-        target = self._last or (self._trigger if self._trigger.guild is not None else None)
-        reference = target.to_reference(fail_if_not_exists=False) if target is not None else None
-        sent = await self._send(text, reference)
+        stale = self._messages.get(self._stale) if self._stale is not None else None
+        self._stale = None
+        if stale is not None:  # ReplyStream gave up editing it: this is its final text
+            sent = await self._send(text, _same_reference_as(stale))
+            self._replaced(stale, sent)
+            await self._delete_stale(stale)
+        else:
+            # In a DM the answer needs no reply arrow; in a guild it shows which question it answers.
+            target = self._last or (self._trigger if self._trigger.guild is not None else None)
+            reference = target.to_reference(fail_if_not_exists=False) if target is not None else None
+            sent = await self._send(text, reference)
+            self._last = sent
         ref = str(sent.id)
         self._messages[ref] = sent
-        self._last = sent
         return ref
 
     async def edit(self, ref: str, text: str, *, final: bool) -> None:
         message = self._messages[ref]
+        if not final and self._pacer.draining:
+            return  # shutting down: the final edit follows with newer text; save the request
         try:
             async with self._pacer.turn(message.channel.id), asyncio.timeout(EDIT_TIMEOUT_S):
+                if not final and self._pacer.draining:
+                    return
                 self._messages[ref] = await message.edit(content=text)
         except TimeoutError as exc:
+            self._note_failed(ref, final)
             raise PlatformError(f"Discord did not confirm an edit within {EDIT_TIMEOUT_S:g} s") from exc
         except discord.HTTPException as exc:
-            if exc.code != EDITS_TOO_OLD_CODE:
-                raise _platform_error("edit a message", exc) from exc
-            await self._replace(ref, message, text)
+            if exc.code == EDITS_TOO_OLD_CODE:
+                await self._replace(ref, message, text)
+                return
+            error = _platform_error("edit a message", exc)
+            if not isinstance(error, ReplyUndeliverable):
+                self._note_failed(ref, final)
+            raise error from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            self._note_failed(ref, final)
+            raise PlatformError(f"could not reach Discord to edit a message: {exc!r}") from exc
+        if self._stale == ref:
+            self._stale = None
 
     async def finish(self) -> None:
         await self._stop_typing()
@@ -136,26 +186,46 @@ class DiscordReplySink:
 
     async def _send(self, text: str, reference: discord.MessageReference | None) -> discord.Message:
         try:
-            sent = await self._channel.send(text, reference=reference) if reference is not None \
-                else await self._channel.send(text)
+            try:
+                if reference is not None and self._replies:
+                    sent = await self._channel.send(text, reference=reference)
+                else:
+                    sent = await self._channel.send(text)
+            except discord.HTTPException as exc:
+                if exc.code != REPLY_NEEDS_HISTORY_CODE or reference is None or not self._replies:
+                    raise
+                # The bot may post but not read history, so not reply: post plainly, here and for
+                # the rest of this answer, rather than lose it.
+                log.warning("discord.reply_refused", channel=self._channel.id,
+                            hint="give the bot Read Message History in this channel")
+                self._replies = False
+                sent = await self._channel.send(text)
         except discord.HTTPException as exc:
             raise _platform_error("post a message", exc) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise PlatformError(f"could not reach Discord to post a message: {exc!r}") from exc
         await self._index.remember(self._bot, [message_ref(sent.id)], self._conversation)
         return sent
+
+    def _note_failed(self, ref: str, final: bool) -> None:
+        if final:
+            self._stale = ref
+
+    def _replaced(self, old: discord.Message, new: discord.Message) -> None:
+        """`new` takes `old`'s place: later parts reply to it."""
+        if self._last is None or self._last.id == old.id:
+            self._last = new
 
     async def _replace(self, ref: str, old: discord.Message, text: str) -> None:
         """Discord will not edit `old` any more (30046): carry on in a new message in its place,
         replying where it replied, and remove the stale copy so nothing shows twice."""
         log.warning("discord.edit_limit_reached", message=old.id, channel=old.channel.id)
-        previous = old.reference
-        reference = None if previous is None or previous.message_id is None else discord.MessageReference(
-            message_id=previous.message_id, channel_id=previous.channel_id, guild_id=previous.guild_id,
-            fail_if_not_exists=False,
-        )
-        sent = await self._send(text, reference)
+        sent = await self._send(text, _same_reference_as(old))
         self._messages[ref] = sent
-        if self._last is not None and self._last.id == old.id:
-            self._last = sent
+        self._replaced(old, sent)
+        await self._delete_stale(old)
+
+    async def _delete_stale(self, old: discord.Message) -> None:
         try:
             await old.delete()
         except discord.HTTPException as exc:  # the new message has everything; a stale copy is harmless
@@ -169,7 +239,7 @@ class DiscordReplySink:
                 log.warning("discord.typing_failed", status=exc.status, code=exc.code)
                 return
             self._typing_shown.set()
-            await asyncio.sleep(TYPING_REFRESH_S)
+            await asyncio.sleep(self._typing_refresh_s)
 
     async def _stop_typing(self) -> None:
         task, self._typing = self._typing, None
@@ -184,6 +254,17 @@ class DiscordReplySink:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _same_reference_as(message: discord.Message) -> discord.MessageReference | None:
+    """A reply arrow to what `message` replied to (None if it replied to nothing)."""
+    previous = message.reference
+    if previous is None or previous.message_id is None:
+        return None
+    return discord.MessageReference(
+        message_id=previous.message_id, channel_id=previous.channel_id, guild_id=previous.guild_id,
+        fail_if_not_exists=False,
+    )
 
 
 class InteractionReplySink:

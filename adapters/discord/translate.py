@@ -107,21 +107,24 @@ def is_direct_message(message: discord.Message) -> bool:
 
 
 def bot_can_send(channel: object, me: discord.Member | None) -> bool:
-    """Whether the bot may post in `channel`, as far as the cache tells (True when it cannot tell:
+    """Whether the bot may answer in `channel`, as far as the cache tells (True when it cannot tell:
     then Discord's answer decides). Checked before asking the model, so a muted bot neither spends
-    tokens nor piles up 403s, which count towards Discord's invalid-request ban."""
+    tokens nor piles up 403s, which count towards Discord's invalid-request ban. An answer is a
+    reply, and Discord refuses replies (160002) from a bot that may not read the channel's history."""
     if me is None:
         return True
     try:
         if isinstance(channel, discord.Thread):
             permissions = channel.permissions_for(me)
-            return permissions.read_messages and permissions.send_messages_in_threads
-        if isinstance(channel, discord.abc.GuildChannel):
+            send = permissions.send_messages_in_threads
+        elif isinstance(channel, discord.abc.GuildChannel):
             permissions = channel.permissions_for(me)
-            return permissions.read_messages and permissions.send_messages
+            send = permissions.send_messages
+        else:
+            return True
     except discord.ClientException:  # a thread whose parent is not cached
         return True
-    return True
+    return permissions.read_messages and permissions.read_message_history and send
 
 
 def replied_message_id(message: discord.Message) -> int | None:

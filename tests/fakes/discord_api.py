@@ -182,7 +182,11 @@ _ERROR_MESSAGES = {
     50005: "Cannot edit a message authored by another user",
     50006: "Cannot send an empty message",
     50008: "Cannot send messages in a non-text channel",
+    50013: "Missing Permissions",
     50035: "Invalid Form Body",
+    50083: "Operation cannot be performed on an archived thread",
+    160002: "Cannot reply without permission to read message history",
+    160005: "Thread is locked",
 }
 
 
@@ -208,12 +212,17 @@ class ChannelSpec:
 
 @dataclass
 class RoleSpec:
-    """A guild role. ``permissions=None`` means the fake's default for @everyone (id == guild id) or 0."""
+    """A guild role. ``permissions=None`` means the fake's default for @everyone (id == guild id) or 0.
+
+    ``bot_id`` makes it that bot's managed role (``tags.bot_id``, what discord.py's ``Guild.self_role``
+    looks for); the bot holds it, like the role Discord creates when a bot is invited with permissions.
+    """
 
     id: str
     name: str
     permissions: int | None = None
     position: int = 0
+    bot_id: str | None = None
 
 
 @dataclass
@@ -236,7 +245,8 @@ class GuildSpec:
 def default_guild() -> GuildSpec:
     """Guild "2000": text "3000" (#general), category "2999" holding text "3001", thread "3100" in "3000".
 
-    Roles: "2000" (@everyone) and "4000" (moderator). Members: the bot, alice "5000", owner "6000".
+    Roles: "2000" (@everyone), "4000" (moderator) and "4100" (the bot's managed role, which grants
+    nothing). Members: the bot, alice "5000", owner "6000".
     """
     return GuildSpec(
         id="2000",
@@ -250,6 +260,7 @@ def default_guild() -> GuildSpec:
         roles=[
             RoleSpec(id="2000", name="@everyone"),
             RoleSpec(id="4000", name="moderator", permissions=MODERATOR_PERMISSIONS, position=1),
+            RoleSpec(id="4100", name="FakeBot", position=2, bot_id="1000"),
         ],
         owner_id="6000",
         members=[
@@ -272,6 +283,7 @@ class RecordedCall:
     files: list[str] = field(default_factory=list)  # uploaded file names (multipart requests)
     authorization: str | None = None  # the Authorization header, if any
     response: Any = None  # the JSON body the fake answered (None for 204)
+    done_at: float = 0.0  # time.monotonic() when the answer was ready (after any ``delay_next``)
 
 
 @dataclass
@@ -284,6 +296,14 @@ class _Failure:
     global_: bool
     code: int | None
     message: str | None
+
+
+@dataclass
+class _Delay:
+    method: str
+    path_contains: str
+    remaining: int
+    seconds: float
 
 
 @dataclass(eq=False)
@@ -426,6 +446,7 @@ class FakeDiscord:
         self.rate_limited_count = 0
         self.internal_errors: list[BaseException] = []  # bugs in the fake itself (answered 400)
         self._failures: list[_Failure] = []
+        self._delays: list[_Delay] = []
         self._buckets: dict[str, tuple[float, int]] = {}  # bucket key -> (window reset monotonic, count)
 
         # message state
@@ -598,6 +619,19 @@ class FakeDiscord:
             _Failure(method.upper(), path_contains, times, status, retry_after, global_, code, message)
         )
 
+    def delay_next(self, method: str, path_contains: str, seconds: float, *, times: int = 1) -> None:
+        """Answer the next ``times`` matching requests ``seconds`` late (a slow Discord): the request
+        is recorded as arriving on time and handled, and answered, after the delay."""
+        self._delays.append(_Delay(method.upper(), path_contains, times, seconds))
+
+    async def delete_message(self, message_id: str) -> None:
+        """Delete a message as a moderator would (any author), telling the gateway like Discord."""
+        msg = self.messages.get(str(message_id))
+        if msg is None:
+            raise KeyError(f"no live message {message_id}")
+        await self._delete(msg)
+        await self.notify()
+
     async def notify(self) -> None:
         """Wake :meth:`wait_for` waiters (for predicates over state the fake does not know changed)."""
         async with self._cond:
@@ -624,12 +658,16 @@ class FakeDiscord:
         referenced_message: dict[str, Any] | None = None,
         attachments: list[dict[str, Any]] | None = None,
         embeds: list[dict[str, Any]] | None = None,
+        mention_roles: list[str] | None = None,
+        webhook_id: str | None = None,
     ) -> dict[str, Any]:
         """Build, store and dispatch a MESSAGE_CREATE from a (default human) user; returns the payload.
 
         ``guild_id`` defaults to the guild owning ``channel_id``; a channel id no guild owns is a DM
         channel with the author (use :meth:`dm_channel_id` to get the usual one). For a reply pass
         ``message_reference={"message_id": ...}``; ``referenced_message`` defaults to the stored message.
+        ``mention_roles`` lists the ids of mentioned roles. ``webhook_id`` makes it a webhook's message:
+        ``author`` is then the webhook's identity and there is no ``member``, as on Discord.
         """
         cid = str(channel_id)
         author = author or self.human()
@@ -646,6 +684,10 @@ class FakeDiscord:
             attachments=attachments,
             embeds=embeds,
         )
+        msg["mention_roles"] = [str(r) for r in mention_roles or []]
+        if webhook_id is not None:
+            msg["webhook_id"] = str(webhook_id)
+            msg.pop("member", None)
         if message_reference is not None:
             ref: dict[str, Any] = {"type": 0, "channel_id": cid, **message_reference}
             for key in ("message_id", "channel_id", "guild_id"):
@@ -784,7 +826,8 @@ class FakeDiscord:
         if not any(r.id == g.id for r in g.roles):
             g.roles.insert(0, RoleSpec(id=g.id, name="@everyone"))
         members: dict[str, dict[str, Any]] = {}
-        for entry in [self.bot_user, *g.members]:
+        managed = [r.id for r in g.roles if r.bot_id == self.bot_user_id]
+        for entry in [{"user": self.bot_user, "roles": managed}, *g.members]:
             user = entry["user"] if "user" in entry else entry
             self._remember_user(user)
             members[str(user["id"])] = self._full_member(user, entry.get("roles"))
@@ -886,6 +929,7 @@ class FakeDiscord:
             "managed": False,
             "mentionable": False,
             "flags": 0,
+            **({"tags": {"bot_id": r.bot_id}, "managed": True} if r.bot_id is not None else {}),
         }
 
     def _guild_payload(self, g: GuildSpec) -> dict[str, Any]:
@@ -1341,6 +1385,15 @@ class FakeDiscord:
         }
         return headers, (reset_after if count > self.bucket_limit else 0.0)
 
+    def _take_delay(self, method: str, path: str) -> float:
+        for delay in self._delays:
+            if delay.method in ("*", method) and delay.path_contains in path:
+                delay.remaining -= 1
+                if delay.remaining <= 0:
+                    self._delays.remove(delay)
+                return delay.seconds
+        return 0.0
+
     def _take_failure(self, method: str, path: str) -> _Failure | None:
         for failure in self._failures:
             if failure.method in ("*", method) and failure.path_contains in path:
@@ -1389,6 +1442,9 @@ class FakeDiscord:
         rel = path[len(prefix) :] if path.startswith(prefix + "/") else path
         body, files = await self._read_body(request)
         query = dict(request.query)
+        delay = self._take_delay(method, rel)
+        if delay > 0:
+            await asyncio.sleep(delay)  # simulated latency, not a wait for a result
 
         status: int
         payload: Any
@@ -1436,6 +1492,7 @@ class FakeDiscord:
                 files=[f["filename"] for f in files],
                 authorization=request.headers.get("Authorization"),
                 response=payload,
+                done_at=time.monotonic(),
             )
         )
         await self.notify()

@@ -30,23 +30,28 @@ BOT_ID = "1000"
 
 @dataclass
 class Outcomes:
-    """A `MessageObserver` that tests can wait on."""
+    """A `MessageObserver` that tests can wait on. A message delivered twice (a gateway resume
+    replays events) has one outcome per delivery, in order."""
 
-    by_id: dict[int, str] = field(default_factory=dict)
-    _events: dict[int, asyncio.Event] = field(default_factory=dict)
+    by_id: dict[int, list[str]] = field(default_factory=dict)
+    _changed: dict[int, asyncio.Event] = field(default_factory=dict)
 
     def message_handled(self, message_id: int, outcome: str) -> None:
-        self.by_id[message_id] = outcome
-        self._event(message_id).set()
+        self.by_id.setdefault(message_id, []).append(outcome)
+        # Wake whoever waits on this message; a later waiter gets a fresh event.
+        self._changed.pop(message_id, asyncio.Event()).set()
 
     async def of(self, message_id: str | int) -> str:
-        """What became of the message, once the bot is done with it."""
-        key = int(message_id)
-        await asyncio.wait_for(self._event(key).wait(), WAIT_S)
-        return self.by_id[key]
+        """What became of the message (its first delivery), once the bot is done with it."""
+        return (await self.all_of(message_id, 1))[0]
 
-    def _event(self, message_id: int) -> asyncio.Event:
-        return self._events.setdefault(message_id, asyncio.Event())
+    async def all_of(self, message_id: str | int, deliveries: int) -> list[str]:
+        """The outcomes of the message's first `deliveries` deliveries, once there are that many."""
+        key = int(message_id)
+        async with asyncio.timeout(WAIT_S):
+            while len(self.by_id.get(key, [])) < deliveries:
+                await self._changed.setdefault(key, asyncio.Event()).wait()
+        return self.by_id[key][:deliveries]
 
 
 @dataclass

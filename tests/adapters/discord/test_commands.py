@@ -1,17 +1,25 @@
 """Slash commands `/reset` and `/help`: registered per bot (guild-scoped or global) and answered
-privately through real INTERACTION_CREATE events; `reset` typed in a mention does the same."""
+privately through real INTERACTION_CREATE events, their tokens kept out of the logs; `reset` typed
+in a mention does the same."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from adapters.discord.access import REFUSED_USER, AccessPolicy
 from adapters.discord.bot import NOTHING_TO_RESET
+from adapters.discord.redaction import REDACTED
+from adapters.discord.translate import latest_ref
 from core.engine import RESET_REPLY
+from core.history import RedisHistory
+from core.message_index import MessageIndex
+from core.profile import HistoryLimits
 from core.redis_keys import RedisKeys
-from core.types import ConversationKey
+from core.types import ConversationKey, Turn
 from tests.adapters.discord.conftest import (
     ALICE,
     GENERAL,
@@ -58,6 +66,16 @@ class TestRegistration:
         assert {c["name"] for c in fake.global_commands} == {"reset", "help"}
         assert fake.guild_commands == {}
 
+    async def test_a_refusing_guild_does_not_cost_the_next_its_commands(
+        self, fake: FakeDiscord, start_bot: BotStarter
+    ) -> None:
+        """Registration in a guild that refuses (here one the bot is not in) fails alone: the guild
+        listed after it still gets its commands."""
+        running = await start_bot(guild_ids=(9999, int(GUILD)))
+        assert [c.status for c in fake.calls_matching("PUT", "/guilds/9999/commands")] == [403]
+        assert {c["name"] for c in fake.guild_commands[GUILD]} == {"reset", "help"}
+        assert running.bot.ready
+
 
 class TestReset:
     """`/reset` forgets the conversation it is used in."""
@@ -102,14 +120,23 @@ class TestReset:
         original = await private_answer(fake, await fake.send_interaction(name="reset", channel_id=GENERAL))
         assert original["content"] == NOTHING_TO_RESET
 
-    async def test_reset_refused_for_a_denied_user(self, fake: FakeDiscord, start_bot: BotStarter) -> None:
-        """A denied user gets the refusal, privately, and nothing is reset."""
-        await start_bot(access=AccessPolicy(denied_users=frozenset({int(ALICE)})))
+    async def test_reset_refused_for_a_denied_user(
+        self, fake: FakeDiscord, start_bot: BotStarter, redis: Redis, keys: RedisKeys
+    ) -> None:
+        """A denied user gets the refusal, privately, and their latest chain keeps its history."""
+        running = await start_bot(access=AccessPolicy(denied_users=frozenset({int(ALICE)})))
+        chain = ConversationKey("discord", GUILD, GENERAL, "4242")  # from before the user was denied
+        await MessageIndex(redis, keys, ttl_s=3600).remember(
+            "testbot", [latest_ref(int(GENERAL), int(ALICE))], chain)
+        await RedisHistory(redis, keys, HistoryLimits(), bot="testbot").append(
+            chain, [Turn("user", "my number is 42"), Turn("assistant", "Noted.")])
         interaction = await fake.send_interaction(name="reset", channel_id=GENERAL)
         await fake.wait_for(lambda: interaction["id"] in fake.interaction_callbacks, WAIT_S)
         callback = fake.interaction_callbacks[interaction["id"]]
         assert callback["type"] == 4
         assert callback["data"]["content"] == REFUSED_USER and callback["data"]["flags"] & EPHEMERAL
+        await running.bot.wait_idle()  # the command has run to its end
+        assert await redis.llen(keys.history("testbot", chain)) == 2
 
     async def test_typed_reset_in_a_mention(
         self, fake: FakeDiscord, start_bot: BotStarter, redis: Redis, keys: RedisKeys
@@ -137,3 +164,27 @@ class TestHelp:
         callback = fake.interaction_callbacks[interaction["id"]]
         assert callback["data"]["content"] == running.engine.help_text()
         assert callback["data"]["flags"] & EPHEMERAL
+
+
+class TestInteractionTokens:
+    """An interaction's token is a credential; discord.py's log lines never carry it."""
+
+    async def test_tokens_are_redacted_from_discord_py_logs(
+        self, fake: FakeDiscord, start_bot: BotStarter, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """/reset with its answer rate-limited once: discord.py logs the interaction event and the
+        webhook URLs (and the 429), every one of them with the token replaced."""
+        caplog.set_level(logging.DEBUG, logger="discord")
+        running = await start_bot()
+        dm = fake.dm_channel_id(ALICE)
+        fake.fail_next("PATCH", "/webhooks/", status=429, retry_after=0.05)
+        interaction = await fake.send_interaction(name="reset", channel_id=dm)
+        assert (await private_answer(fake, interaction))["content"] == RESET_REPLY
+        await running.bot.wait_idle()
+        token = interaction["token"]
+        lines = [r.getMessage() for r in caplog.records if r.name.startswith("discord")]
+        assert any("rate limited" in line for line in lines)
+        assert any(f"/webhooks/{fake.application_id}/{REDACTED}" in line for line in lines)
+        assert any(f"/interactions/{interaction['id']}/{REDACTED}/callback" in line for line in lines)
+        assert any(f"'token': '{REDACTED}'" in line for line in lines)  # the gateway event
+        assert token not in caplog.text

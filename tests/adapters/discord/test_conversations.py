@@ -1,5 +1,7 @@
-"""What a Discord user sees: DMs, mentions, reply chains and threads answered in the right
-conversation, the typing indicator, content without the privileged intent, and bots ignored.
+"""What a Discord user sees: DMs, mentions (of the bot or its role), reply chains and threads
+answered in the right conversation, once even when Discord delivers a message twice, the typing
+indicator, answers that ping no one, content without the privileged intent, and bots, webhooks and
+replies to other people ignored.
 
 Unmodified discord.py against FakeDiscord, real Redis, the fake chat API."""
 
@@ -24,10 +26,11 @@ from tests.fakes.chat_api import Behaviour, FakeChatAPI
 from tests.fakes.discord_api import INTENT_MESSAGE_CONTENT, FakeDiscord
 
 A = "test/model-a"
-
-
-def call_index(fake: FakeDiscord, method: str, path: str) -> int:
-    return next(i for i, c in enumerate(fake.calls) if c.method == method and c.path == path)
+BOT_ROLE = "4100"  # the bot's managed role in the fake's default guild
+OWNER = "6000"
+# What discord.py sends for `AllowedMentions(everyone=False, users=False, roles=False,
+# replied_user=True)`: parse nothing from the text, ping only the author of the replied-to message.
+PING_ONLY_THE_ASKER = {"parse": [], "replied_user": True}
 
 
 class TestDirectMessages:
@@ -44,23 +47,42 @@ class TestDirectMessages:
         assert answer["content"] == "Hello! How can I help?"
         assert answer.get("message_reference") is None
         assert request_contents(chat_api.requests[-1].body)[-1] == "hi there"
-        # Even an instant answer is posted only after "typing…" landed, never under it.
-        assert call_index(fake, "POST", f"/channels/{dm}/typing") < call_index(fake, "POST", f"/channels/{dm}/messages")
 
-    async def test_typing_shows_until_the_first_token(
+
+class TestTyping:
+    """"typing…" shows from the moment the bot heard the message until its answer appears."""
+
+    async def test_typing_is_refreshed_until_the_first_token_and_never_after(
         self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
     ) -> None:
-        """"typing…" is triggered before the first token and the answer is posted only after it."""
-        chat_api.script(A, Behaviour(text="Thought about it.", ttft_s=0.3))
-        running = await start_bot()
+        """Refreshed while the model thinks; once the answer is posted no trigger follows, though the
+        answer keeps streaming."""
+        words = " ".join(f"w{i}" for i in range(40))
+        chat_api.script(A, Behaviour(text=words, ttft_s=0.3, chunk_chars=4, token_delay_s=0.02))
+        running = await start_bot(typing_refresh_s=0.05)
         dm = fake.dm_channel_id(ALICE)
         sent = await fake.send_message_create(channel_id=dm, content="think hard")
         assert await running.outcomes.of(sent["id"]) == "answered"
-        typing = call_index(fake, "POST", f"/channels/{dm}/typing")
-        first_post = call_index(fake, "POST", f"/channels/{dm}/messages")
-        assert typing < first_post
-        assert fake.calls[first_post].at - fake.calls[typing].at >= 0.25  # the model's time to first token
-        assert fake.typing_channels == [dm]  # not re-triggered after the answer started
+        typing = fake.calls_matching("POST", f"/channels/{dm}/typing")
+        first_post = fake.calls_matching("POST", f"/channels/{dm}/messages")[0]
+        assert len(typing) >= 3  # refreshed while the model thought
+        assert all(c.at < first_post.done_at for c in typing)
+        assert [c for c in fake.calls_matching("PATCH", f"/channels/{dm}/messages/") if c.at > first_post.at]
+
+    async def test_the_answer_waits_for_the_typing_trigger(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    ) -> None:
+        """Discord slow to take "typing…", the model instant: the answer is posted only once the
+        trigger has landed, so no indicator shows under the finished answer."""
+        chat_api.script(A, Behaviour(text="Instant."))
+        running = await start_bot()
+        dm = fake.dm_channel_id(ALICE)
+        fake.delay_next("POST", f"/channels/{dm}/typing", 0.3)
+        sent = await fake.send_message_create(channel_id=dm, content="quick one")
+        assert await running.outcomes.of(sent["id"]) == "answered"
+        [typing] = fake.calls_matching("POST", f"/channels/{dm}/typing")
+        [post] = fake.calls_matching("POST", f"/channels/{dm}/messages")
+        assert post.at >= typing.done_at
 
 
 class TestMentions:
@@ -90,6 +112,37 @@ class TestMentions:
             channel_id=GENERAL, content="hey <@!1000> help <@6000>", mentions=mention(fake))
         assert await running.outcomes.of(sent["id"]) == "answered"
         assert request_contents(chat_api.requests[-1].body)[-1] == "[Alice] hey help <@6000>"
+
+    async def test_mention_of_the_bot_role_is_answered(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    ) -> None:
+        """"@Bot" picked as the bot's managed role (`<@&role>`) is a mention: answered as a reply,
+        with the role mention stripped from the prompt."""
+        chat_api.script(A, Behaviour(text="Hello."))
+        # With the message-content intent (asked for because of a respond_to_all channel elsewhere)
+        # the text arrives whatever Discord does with role mentions for bots without it.
+        running = await start_bot(respond_to_all=frozenset({int(BOT_CHAT)}))
+        sent = await fake.send_message_create(channel_id=GENERAL, content=f"<@&{BOT_ROLE}> what's new?",
+                                              mention_roles=[BOT_ROLE])
+        assert await running.outcomes.of(sent["id"]) == "answered"
+        assert [m["content"] for m in answer_chain(fake, GENERAL, sent["id"])] == ["Hello."]
+        assert request_contents(chat_api.requests[-1].body)[-1] == "[Alice] what's new?"
+
+    async def test_answers_ping_no_one_but_the_asker(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    ) -> None:
+        """An answer saying "@everyone", a role and a user: every post and edit of it tells Discord
+        to ping nobody from the text, only the person it replies to."""
+        chat_api.script(A, Behaviour(text="Hey @everyone, <@&4000> and <@6000>: look!", chunk_chars=8,
+                                     token_delay_s=0.01))
+        running = await start_bot()
+        sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> announce it",
+                                              mentions=mention(fake))
+        assert await running.outcomes.of(sent["id"]) == "answered"
+        writes = [c for c in fake.calls if c.method in ("POST", "PATCH")
+                  and c.path.startswith(f"/channels/{GENERAL}/messages")]
+        assert {c.method for c in writes} == {"POST", "PATCH"}
+        assert all(c.json["allowed_mentions"] == PING_ONLY_THE_ASKER for c in writes), [c.json for c in writes]
 
     async def test_bare_mention_gets_help(
         self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
@@ -176,6 +229,37 @@ class TestReplyChains:
         assert len(chat_api.requests) == 1
 
 
+    async def test_reply_to_another_person_is_not_for_the_bot(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    ) -> None:
+        """With the message-content intent on, replying to someone else (pinging them) in a channel
+        is left alone: only replies to the bot continue a conversation."""
+        running = await start_bot(respond_to_all=frozenset({int(BOT_CHAT)}))
+        owner = fake.human(OWNER, "owner")
+        question = await fake.send_message_create(channel_id=GENERAL, content="anyone around?", author=owner)
+        assert await running.outcomes.of(question["id"]) == "ignored_not_addressed"
+        reply = await fake.send_message_create(channel_id=GENERAL, content="yes, me", mentions=[owner],
+                                               message_reference={"message_id": question["id"]})
+        assert await running.outcomes.of(reply["id"]) == "ignored_not_addressed"
+        assert chat_api.requests == [] and fake.bot_messages(GENERAL) == []
+
+
+class TestRedelivery:
+    """Discord may deliver a message twice; it is answered once."""
+
+    async def test_a_redelivered_message_is_answered_once(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    ) -> None:
+        """The same MESSAGE_CREATE dispatched again (as a resumed gateway session replays it): one
+        answer, one model request, and the repeat is a "duplicate"."""
+        running = await start_bot()
+        sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> hello", mentions=mention(fake))
+        await fake.dispatch("MESSAGE_CREATE", sent)
+        assert sorted(await running.outcomes.all_of(sent["id"], 2)) == ["answered", "duplicate"]
+        assert len(answer_chain(fake, GENERAL, sent["id"])) == 1
+        assert len(fake.bot_messages(GENERAL)) == 1 and len(chat_api.requests) == 1
+
+
 class TestThreads:
     """Inside a thread the conversation is the thread."""
 
@@ -236,3 +320,15 @@ class TestOtherBots:
         assert await running.outcomes.of(own["id"]) == "ignored_bot"
         assert len(chat_api.requests) == 1
         assert fake.bot_messages(GENERAL) == []
+
+    async def test_webhook_messages_are_ignored(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    ) -> None:
+        """A webhook's message (a bridge, or a proxy relaying a person) mentioning the bot causes no
+        turn, though its author is not flagged as a bot."""
+        running = await start_bot()
+        hook = fake.human("7100", "Captain Hook")
+        sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> hello", author=hook,
+                                              mentions=mention(fake), webhook_id="7100")
+        assert await running.outcomes.of(sent["id"]) == "ignored_bot"
+        assert chat_api.requests == [] and fake.bot_messages(GENERAL) == []

@@ -1,5 +1,5 @@
 """The adapter's pure rules, without a gateway: mention stripping, conversation keys, access lists,
-footers, which 429s count, and the per-channel pacer's arithmetic."""
+footers, which 429s count, the per-channel pacer's arithmetic and shutdown, and token redaction."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from adapters.discord.access import AccessPolicy, Place, Refusal, Sender, in_channels
 from adapters.discord.config import FooterSettings
 from adapters.discord.pacing import MAX_SLOWDOWN, SLOWDOWN_RECOVERY_S, ChannelPacer, rate_limited_channel
+from adapters.discord.redaction import REDACTED, redact_tokens
 from adapters.discord.sink import footer_text
 from adapters.discord.translate import (
     Addressed,
@@ -218,6 +219,25 @@ class TestChannelPacer:
         clock.now += SLOWDOWN_RECOVERY_S
         assert pacer.slowdown(7) == 1.0
 
+    async def test_drain_lifts_the_spacing(self) -> None:
+        """At shutdown an edit waiting out the interval goes at once, and later edits do not wait."""
+        pacer = ChannelPacer(60.0)  # an interval no test could sit out
+        async with pacer.turn(1):
+            pass
+        edited = asyncio.Event()
+
+        async def edit() -> None:
+            async with pacer.turn(1):
+                edited.set()
+
+        waiting = asyncio.create_task(edit())
+        await asyncio.sleep(0)  # one turn of the loop (not a wait for a result): it starts waiting
+        assert not edited.is_set()
+        pacer.drain()
+        await asyncio.wait_for(waiting, 1.0)
+        async with asyncio.timeout(1.0), pacer.turn(1):
+            assert pacer.draining
+
     def test_strikes_far_apart_do_not_count_as_repeated(self) -> None:
         """Two 429s minutes apart leave the spacing alone."""
         clock = FakeClock()
@@ -226,3 +246,21 @@ class TestChannelPacer:
         clock.now += 120
         pacer.note_rate_limited(7)
         assert pacer.slowdown(7) == 1.0
+
+
+class TestTokenRedaction:
+    """Interaction tokens are cut out of URLs and printed payloads; nothing else changes."""
+
+    @pytest.mark.parametrize(("line", "expected"), [
+        ("PATCH http://x/api/v10/webhooks/1000/aW50ZXJhY3Rpb246MTIz.abc-_/messages/@original has returned 200",
+         f"PATCH http://x/api/v10/webhooks/1000/{REDACTED}/messages/@original has returned 200"),
+        ("POST https://discord.com/api/v10/interactions/42/tok3n/callback?with_response=1",
+         f"POST https://discord.com/api/v10/interactions/42/{REDACTED}/callback?with_response=1"),
+        ("WebSocket Event: {'t': 'INTERACTION_CREATE', 'd': {'token': 'secret-ish', 'id': '42'}}",
+         f"WebSocket Event: {{'t': 'INTERACTION_CREATE', 'd': {{'token': '{REDACTED}', 'id': '42'}}}}"),
+        ('{"token": "abc", "type": 2}', f'{{"token": "{REDACTED}", "type": 2}}'),
+        ("PATCH /channels/3000/messages/42 has returned 200", "PATCH /channels/3000/messages/42 has returned 200"),
+    ])
+    def test_redact(self, line: str, expected: str) -> None:
+        """Webhook and interaction paths, dict and JSON payloads; other routes untouched."""
+        assert redact_tokens(line) == expected

@@ -1,5 +1,6 @@
 """Answers growing by edits within Discord's limits: 2,000-character splits, edit pacing per channel,
-429s and error 30046 absorbed, failures ending in an apology, footers, and a graceful stop."""
+429s and error 30046 absorbed, failures ending in an apology, answers Discord refuses or a moderator
+deletes stopped without a repost, footers, and a graceful stop."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ import asyncio
 import re
 from itertools import pairwise
 
+import pytest
+from redis.asyncio import Redis
+
 from adapters.discord.config import FooterSettings
 from adapters.discord.sink import DISCORD_STREAMING_INDICATOR
-from core.engine import APOLOGY_UNAVAILABLE
+from core.engine import APOLOGY_UNAVAILABLE, INTERRUPTED_NOTE
 from core.profile import HistoryLimits
-from tests.adapters.discord.conftest import ALICE, GENERAL, WAIT_S, BotStarter, answer_chain, mention
+from core.redis_keys import RedisKeys
+from core.reply import FINAL_OPERATION_ATTEMPTS
+from core.types import ConversationKey
+from tests.adapters.discord.conftest import ALICE, GENERAL, GUILD, WAIT_S, BotStarter, answer_chain, mention
 from tests.conftest import EngineFactory
-from tests.fakes.chat_api import Behaviour, FakeChatAPI
+from tests.fakes.chat_api import Behaviour, FakeChatAPI, RecordedRequest
 from tests.fakes.discord_api import FakeDiscord
 
 A, B = "test/model-a", "test/model-b"
@@ -30,6 +37,17 @@ def long_answer() -> str:
     text = "\n".join(prose) + "\n\n```python\n" + "\n".join(code) + "\n```\n" + "\n".join(tail)
     assert 4800 <= len(text) <= 5200, len(text)
     return text
+
+
+def slow_answer() -> Behaviour:
+    """An answer that streams for seconds: still going whenever a test interferes with it."""
+    return Behaviour(text=" ".join(f"word{i}" for i in range(400)), chunk_chars=6, token_delay_s=0.02)
+
+
+async def abandoned(request: RecordedRequest) -> bool:
+    """Whether the bot hung up on this model stream before it ended."""
+    await asyncio.wait_for(request.finished.wait(), WAIT_S)
+    return request.client_disconnected
 
 
 def numbered_lines(text: str) -> list[str]:
@@ -244,3 +262,120 @@ class TestStop:
         assert await running.outcomes.of(sent["id"]) == "answered"
         assert [m["content"] for m in fake.bot_messages(dm)] == [text]
         assert not running.bot.ready and running.bot.client.is_closed()
+
+    async def test_replies_cut_short_in_one_channel_all_end_final(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    ) -> None:
+        """Ten answers streaming into one channel outlive a short grace: each still ends in its final
+        state (the interruption note, no streaming indicator) although their final edits would
+        queue far longer than the shutdown allows if spaced, and each is reported "interrupted"."""
+        chat_api.script(A, slow_answer())
+        interval = 0.5  # ten final edits this far apart would take 5 s
+        running = await start_bot(edit_interval_s=interval, stop_grace_s=0.2)
+        triggers = [
+            await fake.send_message_create(channel_id=GENERAL, content=f"<@1000> question {i}",
+                                           mentions=mention(fake))
+            for i in range(10)
+        ]
+        await fake.wait_for(lambda: len(fake.bot_messages(GENERAL)) == 10, WAIT_S)
+        assert chat_api.open_streams == 10  # genuinely mid-answer
+        await running.bot.stop()
+        outcomes = await asyncio.gather(*(running.outcomes.of(t["id"]) for t in triggers))
+        assert outcomes == ["interrupted"] * 10
+        for trigger in triggers:
+            [answer] = answer_chain(fake, GENERAL, trigger["id"])
+            assert answer["content"].endswith(INTERRUPTED_NOTE), answer["content"][-60:]
+            assert DISCORD_STREAMING_INDICATOR not in answer["content"]
+        last_edit_at: dict[str, float] = {}
+        for call in fake.calls_matching("PATCH", f"/channels/{GENERAL}/messages/"):
+            last_edit_at[call.path] = call.at
+        assert len(last_edit_at) == 10
+        assert max(last_edit_at.values()) - min(last_edit_at.values()) < interval  # not spaced
+        assert running.bot.client.is_closed()
+
+
+class TestUndeliverable:
+    """An answer Discord refuses for good stops at once: no retry, no repost, not remembered."""
+
+    @pytest.mark.parametrize(("status", "code"), [
+        (403, 50013),  # Missing Permissions
+        (404, 10003),  # Unknown Channel
+        (400, 50083),  # archived thread
+    ])
+    async def test_refused_post_stops_the_reply(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI, redis: Redis,
+        keys: RedisKeys, status: int, code: int,
+    ) -> None:
+        """The first post is refused: one request only, nothing shown, the model stream abandoned,
+        the turn "failed" and not saved."""
+        chat_api.script(A, slow_answer())
+        running = await start_bot()
+        fake.fail_next("POST", f"/channels/{GENERAL}/messages", status=status, code=code)
+        sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> hi", mentions=mention(fake))
+        assert await running.outcomes.of(sent["id"]) == "failed"
+        assert fake.bot_messages(GENERAL) == []
+        assert [c.status for c in fake.calls_matching("POST", f"/channels/{GENERAL}/messages")] == [status]
+        assert await abandoned(chat_api.requests[0])
+        chain = ConversationKey("discord", GUILD, GENERAL, sent["id"])
+        assert await redis.exists(keys.history("testbot", chain)) == 0
+
+    async def test_reply_refused_without_read_message_history_is_posted_plainly(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    ) -> None:
+        """Discord refuses the reply arrow (160002): the answer is posted without one, and so are
+        its further parts, without asking again; nothing is lost."""
+        text = long_answer()
+        chat_api.script(A, Behaviour(text=text, chunk_chars=40))
+        running = await start_bot()
+        fake.fail_next("POST", f"/channels/{GENERAL}/messages", status=400, code=160002)
+        sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> story", mentions=mention(fake))
+        assert await running.outcomes.of(sent["id"]) == "answered"
+        posts = fake.calls_matching("POST", f"/channels/{GENERAL}/messages")
+        assert [c.status for c in posts] == [400, 200, 200, 200]
+        assert "message_reference" in posts[0].json
+        assert not any("message_reference" in c.json for c in posts[1:])
+        parts = [m["content"] for m in fake.bot_messages(GENERAL)]
+        assert len(parts) == 3 and numbered_lines("\n".join(parts)) == numbered_lines(text)
+
+
+class TestDeletedAnswers:
+    """A moderator's deletion is respected; a final edit that merely failed is redone in place."""
+
+    async def test_answer_deleted_mid_stream_is_not_reposted(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI, redis: Redis,
+        keys: RedisKeys,
+    ) -> None:
+        """The next edit meets 404/10008: the reply stops there, with one 404 and no new post, the
+        model stream is abandoned and the turn is not saved."""
+        chat_api.script(A, slow_answer())
+        running = await start_bot()
+        sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> hi", mentions=mention(fake))
+        await fake.wait_for(lambda: bool(fake.bot_messages(GENERAL)), WAIT_S)
+        [answer] = fake.bot_messages(GENERAL)
+        await fake.delete_message(answer["id"])
+        assert await running.outcomes.of(sent["id"]) == "failed"
+        assert fake.bot_messages(GENERAL) == []
+        assert len(fake.calls_matching("POST", f"/channels/{GENERAL}/messages")) == 1
+        edits = fake.calls_matching("PATCH", f"/channels/{GENERAL}/messages/")
+        assert [c.status for c in edits if c.status != 200] == [404]
+        assert await abandoned(chat_api.requests[0])
+        chain = ConversationKey("discord", GUILD, GENERAL, sent["id"])
+        assert await redis.exists(keys.history("testbot", chain)) == 0
+
+    async def test_failed_final_edit_is_replaced_not_duplicated(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    ) -> None:
+        """The final edit keeps failing (not for good): the answer is posted anew where the old one
+        was, as the reply to the question, and the stale copy with its indicator is deleted."""
+        chat_api.script(A, Behaviour(text="A short answer.", chunk_chars=100))
+        running = await start_bot()
+        fake.fail_next("PATCH", f"/channels/{GENERAL}/messages/", status=400,
+                       times=FINAL_OPERATION_ATTEMPTS - 1)
+        sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> hi", mentions=mention(fake))
+        assert await running.outcomes.of(sent["id"]) == "answered"
+        stale, _ = (c.response for c in fake.calls_matching("POST", f"/channels/{GENERAL}/messages"))
+        assert stale["content"].endswith(DISCORD_STREAMING_INDICATOR)
+        [answer] = fake.bot_messages(GENERAL)
+        assert answer["content"] == "A short answer."
+        assert answer["message_reference"]["message_id"] == sent["id"]
+        assert fake.deleted_message_ids == [stale["id"]]
