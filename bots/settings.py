@@ -35,6 +35,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _with_trailing_slash(url: str) -> str:
+    """slack-sdk joins the method name straight onto its base URL: `…/api` + `chat.postMessage`
+    would call `…/apichat.postMessage`."""
+    return url if url.endswith("/") else url + "/"
+
+
 @dataclass(frozen=True)
 class Settings:
     """The process's configuration (bot definitions aside)."""
@@ -74,7 +80,7 @@ class Settings:
             log_level=log_level,
             host=env.get("HOST", "").strip() or DEFAULT_HOST,
             port=int(port_raw),
-            slack_api_url=env.get("SLACK_API_URL", "").strip() or DEFAULT_SLACK_API_URL,
+            slack_api_url=_with_trailing_slash(env.get("SLACK_API_URL", "").strip() or DEFAULT_SLACK_API_URL),
             discord_api_url=env.get("DISCORD_API_URL", "").strip() or DEFAULT_DISCORD_API_URL,
             discord_gateway_url=env.get("DISCORD_GATEWAY_URL", "").strip() or DEFAULT_DISCORD_GATEWAY_URL,
             timeouts=ChatTimeouts(

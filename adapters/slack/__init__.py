@@ -1,7 +1,8 @@
 """The Slack adapter: Slack events in (Bolt, Socket Mode or HTTP), replies out through the engine.
 
 `translate` (payloads → core values, pure), `middleware` (events a bot ignores), `pacing` (per-workspace
-budgets), `sink` (`SlackReplySink`), `names` (display names), `bot` (`SlackBot`, the runtime).
+budgets), `retry` (slack-sdk's 429 retry, telling those budgets), `sink` (`SlackReplySink`), `names`
+(display names), `bot` (`SlackBot`, the runtime).
 Imports `core` and Slack's libraries, never `bots`.
 """
 

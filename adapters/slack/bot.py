@@ -5,13 +5,19 @@ in without a new mention (unless `require_mention`), DMs in place. Bolt (`AsyncA
 events — over Socket Mode when there is an app token, else at `POST /slack/<bot>/events` on the shared
 HTTP server with Bolt's signature check — and acks at once: each answer runs in a task of this bot,
 which `stop` lets finish. Dedupe of retries and duplicates is the engine's (Redis, across replicas).
+
+No Slack call runs before the engine has put up the working signal: the author's name comes from
+the cache (their id stands in for it on a cold cache, and the name is looked up after the turn),
+and a thread is read for seeding only by the engine, under the conversation lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,18 +28,25 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.middleware import DropIgnoredEvents
 from adapters.slack.names import UserNames
 from adapters.slack.pacing import EditPacing, WorkspacePacer
-from adapters.slack.sink import NETWORK_ERRORS, SLACK_MIN_EDIT_INTERVAL_S, SlackReplySink, error_code
+from adapters.slack.retry import BudgetedRateLimitRetry
+from adapters.slack.sink import (
+    NETWORK_ERRORS,
+    SIGNAL_TIMEOUT_S,
+    SLACK_MIN_EDIT_INTERVAL_S,
+    AssistantStatuses,
+    SlackReplySink,
+    error_code,
+)
 from adapters.slack.translate import (
+    EMPTY_REQUEST,
     EventCallback,
     SlackEvent,
     SlackIdentity,
@@ -44,6 +57,7 @@ from adapters.slack.translate import (
     incoming_message,
     is_direct_message,
     mentions,
+    model_text,
     reply_target,
     thread_to_seed,
 )
@@ -57,10 +71,16 @@ log = structlog.get_logger(__name__)
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 SLACK_HTTP_TIMEOUT_S = 30  # one Web API request (each retry is its own); slack-sdk's default
 SLACK_429_RETRIES = 2  # slack-sdk retries a 429 this often, after its Retry-After, before giving up
-SEED_MAX_MESSAGES = 50  # a thread the bot is called into midway: at most this many messages seed it
-SEED_PAGE_SIZE = 100  # conversations.replies page (Slack advises at most 200)
-SEED_MAX_PAGES = 3  # bounded reading: a huge thread costs at most three calls
+SEED_MAX_MESSAGES = 50  # a thread the bot is called into midway: its latest this-many messages seed it
+SEED_PAGE_SIZE = 200  # conversations.replies page: the most Slack advises
+# conversations.replies pages oldest first, so reaching the latest messages means reading the thread
+# through: 10 pages (2,000 messages, 10 Tier 3 calls) reach the mention in all but extraordinary
+# threads. A longer one is seeded from its opening message only (see `read_thread_tail`).
+SEED_MAX_PAGES = 10
 STOP_GRACE_S = 190.0  # SIGTERM: replies end by the chat deadline (180 s); the deployment allows 200 s
+# After the grace period, cancelled replies still post their final text and start their working
+# signal's clean-up (single calls of at most SIGNAL_TIMEOUT_S): this long is left for those.
+CLEANUP_GRACE_S = SIGNAL_TIMEOUT_S + 1.0
 
 StreamingMode = Literal["edits", "native"]
 
@@ -69,14 +89,16 @@ StreamingMode = Literal["edits", "native"]
 class SlackBotConfig:
     """One Slack app's credentials and behaviour (the `[slack]` table, validated)."""
 
-    bot_token: str
-    signing_secret: str | None = None  # HTTP mode: verifies every request
-    app_token: str | None = None  # Socket Mode when set
+    # Secrets stay out of repr: a config printed in a log line or a traceback must not leak them.
+    bot_token: str = field(repr=False)
+    signing_secret: str | None = field(default=None, repr=False)  # HTTP mode: verifies every request
+    app_token: str | None = field(default=None, repr=False)  # Socket Mode when set
     api_url: str = DEFAULT_SLACK_API_URL
     require_mention: bool = False  # True: thread follow-ups need a mention too
     streaming: StreamingMode = "edits"
     pacing: EditPacing = field(default_factory=EditPacing)
     min_edit_interval_s: float = SLACK_MIN_EDIT_INTERVAL_S
+    signal_timeout_s: float = SIGNAL_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if not self.app_token and not self.signing_secret:
@@ -111,7 +133,9 @@ class SlackBot:
         self._middleware: DropIgnoredEvents | None = None
         self._names: UserNames | None = None
         self._pacers: dict[str, WorkspacePacer] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._statuses = AssistantStatuses()
+        self._tasks: set[asyncio.Task[None]] = set()  # replies, and their working signals' clean-up
+        self._dispatches: set[asyncio.Task[BoltResponse]] = set()  # HTTP requests inside Bolt
         self._accepting = False
 
     @property
@@ -149,7 +173,7 @@ class SlackBot:
             self._client = AsyncWebClient(
                 token=config.bot_token, base_url=config.api_url, session=self._session,
                 retry_handlers=[AsyncConnectionErrorRetryHandler(),
-                                AsyncRateLimitErrorRetryHandler(max_retry_count=SLACK_429_RETRIES)],
+                                BudgetedRateLimitRetry(max_retry_count=SLACK_429_RETRIES)],
             )
             self._signal_client = AsyncWebClient(
                 token=config.bot_token, base_url=config.api_url, session=self._session, retry_handlers=[],
@@ -170,16 +194,24 @@ class SlackBot:
     async def stop(self) -> None:
         """Stop intake, give replies in flight `stop_grace_s` to finish, then cancel the rest (the
         engine finalises a cancelled reply with a note) and disconnect."""
-        self._accepting = False
-        if self._handler is not None:
+        self._accepting = False  # HTTP mode: 503 from now on, so Slack retries elsewhere
+        if self._handler is not None:  # Socket Mode: first, so no envelope is acked and then dropped
             await self._handler.close_async()  # type: ignore[no-untyped-call]  # untyped in slack-bolt
             self._handler = None
-        pending = set(self._tasks)
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=self._stop_grace_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_grace_s
+        # A loop, not one wait: an event already inside Bolt when intake stopped (an HTTP request
+        # past the 503, a Socket Mode listener running) starts its reply while we wait, and that
+        # reply is waited for too.
+        while self._tasks or self._dispatches:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(self._tasks | self._dispatches, timeout=remaining)
+        await _cancel(set(self._tasks))
+        if self._tasks:  # clean-up started by the replies just cancelled: single, bounded calls
+            await asyncio.wait(set(self._tasks), timeout=CLEANUP_GRACE_S)
+            await _cancel(set(self._tasks))
         await self._close_connections()
 
     async def wait_idle(self) -> None:
@@ -193,7 +225,13 @@ class SlackBot:
         if app is None or not self._accepting:
             # Not started yet or shutting down: Slack retries, and this or another replica answers.
             return web.json_response({"ok": False, "error": "not_ready"}, status=503)
-        response = await app.async_dispatch(await to_bolt_request(request))
+        # Its own task, tracked, so stop() waits for a request that got past the 503 above; shielded
+        # so a client hanging up does not cancel an event Bolt may already have acked.
+        dispatch = asyncio.create_task(app.async_dispatch(await to_bolt_request(request)),
+                                       name=f"slack-{self.name}-dispatch")
+        self._dispatches.add(dispatch)
+        dispatch.add_done_callback(self._dispatches.discard)
+        response = await asyncio.shield(dispatch)
         return await to_aiohttp_response(response)
 
     # -- wiring ----------------------------------------------------------------------------
@@ -259,16 +297,31 @@ class SlackBot:
         self._spawn(as_callback(body), mentioned=False)
 
     def _spawn(self, body: EventCallback, *, mentioned: bool) -> None:
-        if not self._accepting:
+        # No intake check here: HTTP intake is closed by the 503 in handle_http and Socket Mode's by
+        # closing the handler, so an event that gets this far is being acked and must be answered
+        # (stop() waits for it). Only once the connections are gone is there nothing to answer with.
+        if self._session is None:
+            log.warning("slack.event_after_stop", bot=self.name, event_id=body.get("event_id"))
             return
-        task = asyncio.create_task(self._answer(body, mentioned=mentioned, received_at=time.time()),
-                                   name=f"slack-{self.name}-{body.get('event_id', '')}")
+        self._track(self._answer(body, mentioned=mentioned, received_at=time.time()),
+                    name=f"slack-{self.name}-{body.get('event_id', '')}")
+
+    def _track(self, work: Coroutine[object, object, None], *, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _background(self, work: Coroutine[object, object, None]) -> None:
+        """Runs a reply's after-work (clearing its working signal) without holding up the turn."""
+        self._track(work, name=f"slack-{self.name}-cleanup")
+
     async def _answer(self, body: EventCallback, *, mentioned: bool, received_at: float) -> None:
-        with structlog.contextvars.bound_contextvars(bot=self.name, platform="slack",
-                                                     event_id=body.get("event_id")):
+        event = body["event"]
+        team_id = body.get("team_id") or self.identity.team_id
+        with structlog.contextvars.bound_contextvars(
+            bot=self.name, app_id=self._engine.profile.app_id, platform="slack",
+            conversation=str(conversation_for(event, team_id)), event_id=body.get("event_id"),
+        ):
             try:
                 await self._answer_event(body, mentioned=mentioned, received_at=received_at)
             except Exception:  # the adapter's entry point: log; the engine already told the user
@@ -278,20 +331,32 @@ class SlackBot:
         me = self.identity
         event = body["event"]
         team_id = body.get("team_id") or me.team_id
+        dm = is_direct_message(event)
+        asked = dm or mentioned
+        if not asked and not model_text(event.get("text", ""), me.bot_user_id):
+            return  # a file shared in a thread without a word: not addressed to the bot
         if not await self._addressed_to_me(event, team_id, mentioned=mentioned):
             return
         assert self._client is not None and self._signal_client is not None and self._names is not None
-        dm = is_direct_message(event)
-        author = event["user"] if dm else await self._names.name(event["user"])
+        user = event["user"]
+        # Only the cache here: a users.info call now would hold up the working signal. On a cold
+        # cache the id stands in for the name in this turn (as after a failed lookup), and the
+        # name is looked up after it, for the person's next message.
+        known = None if dm else self._names.cached(user)
         seed = self._seed_loader(event) if in_existing_thread(event) else None
-        message = incoming_message(self.name, body, me, author_name=author, seed=seed,
+        message = incoming_message(self.name, body, me, author_name=known or user, seed=seed,
                                    received_at=received_at)
+        if not message.text:  # a bare mention, or a file sent to the bot without a word
+            message = dataclasses.replace(message, text=EMPTY_REQUEST)
         sink = SlackReplySink(
             reply_target(event, team_id), client=self._client, signal_client=self._signal_client,
             pacer=self._pacer(team_id), native=self._config.streaming == "native",
-            min_edit_interval_s=self._config.min_edit_interval_s,
+            min_edit_interval_s=self._config.min_edit_interval_s, statuses=self._statuses,
+            background=self._background, signal_timeout_s=self._config.signal_timeout_s,
         )
         await self._engine.handle(message, sink)
+        if not dm and known is None:
+            await self._names.name(user)
 
     async def _addressed_to_me(self, event: SlackEvent, team_id: str, *, mentioned: bool) -> bool:
         """DMs come as `message` events only; channel mentions as `app_mention` (their `message` twin
@@ -315,14 +380,16 @@ class SlackBot:
         return pacer
 
     def _seed_loader(self, event: SlackEvent) -> SeedLoader:
-        """Reads the thread the bot was called into (bounded), once, when it has no history for it."""
+        """Reads the thread the bot was called into (bounded), once, when it has no history for it.
+        The engine calls it under the conversation lock, after the working signal is up."""
         channel, thread_ts, before = event["channel"], event["thread_ts"], event["ts"]
 
         async def load() -> Sequence[ChatMessage]:
             assert self._client is not None and self._names is not None
-            messages = await read_thread(self._client, channel, thread_ts)
+            messages = await read_thread_tail(self._client, channel, thread_ts, before_ts=before,
+                                              keep=SEED_MAX_MESSAGES)
             me = self.identity
-            people = [m["user"] for m in messages[-SEED_MAX_MESSAGES:]
+            people = [m["user"] for m in messages
                       if m.get("user") and m.get("user") != me.bot_user_id and not m.get("bot_id")]
             names = await self._names.names(people)
             return thread_to_seed(messages, me, before_ts=before, names=names, limit=SEED_MAX_MESSAGES)
@@ -330,18 +397,45 @@ class SlackBot:
         return load
 
 
-async def read_thread(client: AsyncWebClient, channel: str, thread_ts: str) -> list[ThreadMessage]:
-    """A thread's messages, oldest first: at most `SEED_MAX_PAGES` pages of `conversations.replies`."""
-    messages: list[ThreadMessage] = []
+async def read_thread_tail(
+    client: AsyncWebClient, channel: str, thread_ts: str, *, before_ts: str, keep: int,
+) -> list[ThreadMessage]:
+    """The latest `keep` messages of a thread before `before_ts`, oldest first.
+
+    `conversations.replies` pages from the thread's start, so the thread is read forward (up to
+    `before_ts`: `latest`, not inclusive), keeping only the newest `keep` messages seen. When the
+    parent's `reply_count` shows the thread cannot be read through in `SEED_MAX_PAGES` pages, or
+    the pages run out first, only the opening message is returned: what the thread is about, rather
+    than an old stretch from its middle passed off as the latest.
+    """
+    window: deque[ThreadMessage] = deque(maxlen=keep)
     cursor: str | None = None
+    reachable = SEED_PAGE_SIZE * SEED_MAX_PAGES
+    opening: ThreadMessage | None = None
     try:
         for _ in range(SEED_MAX_PAGES):
-            response = await client.conversations_replies(channel=channel, ts=thread_ts, limit=SEED_PAGE_SIZE,
-                                                         cursor=cursor)
-            messages.extend(response.get("messages") or [])
+            response = await client.conversations_replies(
+                channel=channel, ts=thread_ts, latest=before_ts, inclusive=False, limit=SEED_PAGE_SIZE,
+                cursor=cursor,
+            )
+            page: list[ThreadMessage] = response.get("messages") or []
+            if opening is None and page:
+                opening = page[0]
+                if int(opening.get("reply_count") or 0) >= reachable:
+                    log.warning("slack.seed_thread_too_long", replies=opening.get("reply_count"))
+                    return [opening]
+            window.extend(page)
             cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
             if not response.get("has_more") or not cursor:
-                break
+                return list(window)
     except (SlackApiError, *NETWORK_ERRORS) as exc:
         raise PlatformError(f"conversations.replies: {error_code(exc)}") from exc
-    return messages
+    log.warning("slack.seed_thread_too_long", pages=SEED_MAX_PAGES)
+    return [opening] if opening is not None else []
+
+
+async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)

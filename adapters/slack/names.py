@@ -34,11 +34,18 @@ class UserNames:
         self._in_flight: dict[str, asyncio.Task[str | None]] = {}  # one users.info per person at a time
         self._gate = asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
 
-    async def name(self, user_id: str) -> str:
+    def cached(self, user_id: str) -> str | None:
+        """The name if it is known and fresh; never calls Slack."""
         cached = self._cache.get(user_id)
-        if cached is not None and self._clock() - cached[1] < NAME_TTL_S:
-            self._cache.move_to_end(user_id)
-            return cached[0]
+        if cached is None or self._clock() - cached[1] >= NAME_TTL_S:
+            return None
+        self._cache.move_to_end(user_id)
+        return cached[0]
+
+    async def name(self, user_id: str) -> str:
+        known = self.cached(user_id)
+        if known is not None:
+            return known
         lookup = self._in_flight.get(user_id)
         if lookup is None:
             lookup = asyncio.create_task(self._lookup(user_id), name=f"slack-users-info-{user_id}")

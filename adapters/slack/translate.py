@@ -26,6 +26,9 @@ USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
 CHANNEL_MENTION = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
 SPECIAL_MENTION = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
 LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
+# What the engine is given for a bare mention or a file sent to the bot without a word: the help
+# text, so the person learns what the bot can do instead of the model answering an empty message.
+EMPTY_REQUEST = "help"
 
 
 class SlackEvent(TypedDict, total=False):
@@ -62,6 +65,7 @@ class ThreadMessage(TypedDict, total=False):
     bot_id: str
     text: str
     subtype: str
+    reply_count: int  # on a thread's opening message only
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ impersonates the parts of the Slack Web API a slack-bolt ``AsyncApp`` bot uses (
 ``chat.postMessage`` / ``chat.update`` / ``chat.delete``, reactions, ``conversations.replies``,
 ``conversations.info``, ``users.info``, ``assistant.threads.setStatus`` and the native streaming
 methods ``chat.startStream`` / ``chat.appendStream`` / ``chat.stopStream``), keeps the resulting
-message state in memory, records every call, can inject failures and rolling-window rate limits,
+message state in memory, records every call, can inject failures, delays and rolling-window rate limits,
 and serves a local Socket Mode websocket (``apps.connections.open`` → ``ws://127.0.0.1:PORT/socket``)
 so an ``AsyncSocketModeHandler`` can connect and receive envelopes.
 
@@ -158,6 +158,8 @@ class FakeSlackAPI:
         self.channels: dict[str, dict[str, Any]] = {}  # overrides for conversations.info
         self.rate_limited_count = 0
         self.native_streaming_error: str | None = None
+        # method -> seconds: every call to it is answered this much later (a slow Slack).
+        self.delays: dict[str, float] = {}
         # When True, events sent through send_socket_event are also stored as messages (as Slack would).
         self.seed_messages_from_events = True
 
@@ -276,6 +278,10 @@ class FakeSlackAPI:
             SlackMessage(channel=channel, ts=ts, thread_ts=thread_ts, text=text, user=user, bot_id=None)
         )
         return ts
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """Deletes a message as a person (a moderator) would; later updates get message_not_found."""
+        self.deleted.append(self.messages.pop((channel, ts)))
 
     def add_user(
         self,
@@ -472,6 +478,9 @@ class FakeSlackAPI:
         if "token" in args:
             token = str(args.pop("token"))
 
+        delay = self.delays.get(method)
+        if delay:
+            await asyncio.sleep(delay)
         status, body, headers = self._answer(method, args, token, body_error, at)
         self.calls.append(
             RecordedCall(method=method, args=args, token=token, at=at, status=status, response=body)
@@ -730,6 +739,14 @@ class FakeSlackAPI:
         messages = self.thread(str(channel), str(ts))
         if not messages:
             return self._err("thread_not_found")
+        # oldest / latest bound the messages by ts (exclusive unless inclusive), as Slack does.
+        inclusive = str(args.get("inclusive", "")).lower() in ("1", "true")
+        if args.get("oldest"):
+            oldest = _ts_key(str(args["oldest"]))
+            messages = [m for m in messages if _ts_key(m.ts) > oldest or (inclusive and _ts_key(m.ts) == oldest)]
+        if args.get("latest"):
+            latest = _ts_key(str(args["latest"]))
+            messages = [m for m in messages if _ts_key(m.ts) < latest or (inclusive and _ts_key(m.ts) == latest)]
         try:
             limit = max(1, int(args.get("limit") or 1000))
             offset = int(args.get("cursor") or 0)

@@ -6,14 +6,19 @@ Real slack-bolt over HTTP mode against FakeSlackAPI, real Redis, the fake chat A
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
+from adapters.slack.bot import SEED_MAX_MESSAGES, SEED_MAX_PAGES, SEED_PAGE_SIZE
 from adapters.slack.sink import ASSISTANT_STATUS, STREAMING_INDICATOR, WORKING_REACTION
 from core.engine import APOLOGY_RATE_LIMITED, APOLOGY_UNAVAILABLE, INTERRUPTED_NOTE, RESET_REPLY
+from core.profile import HistoryLimits
 from tests.adapters.slack.conftest import MODEL_A, MODEL_B, RigFactory, SlackRig
 from tests.fakes.chat_api import Behaviour, FakeChatAPI
 
 WRITE_METHODS = ("chat.postMessage", "chat.update", "reactions.add", "chat.startStream")
+LONG_THREAD = 350  # messages before the mention: more than one page of conversations.replies
 
 
 def sent_contents(chat_api: FakeChatAPI, index: int = -1) -> list[str]:
@@ -48,7 +53,7 @@ class TestThreadedReplies:
             assert all("markdown_text" in c.args for c in rig.fake.calls_to("chat.update"))
             assert [c.args["name"] for c in rig.fake.calls_to("reactions.add")] == [WORKING_REACTION]
             assert rig.fake.reactions[("C1", payload["event"]["ts"])] == set()
-            assert sent_contents(chat_api)[-1] == "[useru1] how do I squash commits?"
+            assert sent_contents(chat_api)[-1] == "[U1] how do I squash commits?"  # a cold name cache
 
     async def test_multi_turn_in_a_thread(self, slack_rig: RigFactory, chat_api: FakeChatAPI) -> None:
         """A second mention in the thread is answered there, and the model sees the first turn."""
@@ -56,12 +61,33 @@ class TestThreadedReplies:
             first = await rig.mention("<@UBOT> my name is Ada")
             second = await rig.mention("<@UBOT> what is my name?", thread_ts=thread_of(first))
             assert sent_contents(chat_api)[1:] == [
-                "[useru1] my name is Ada",
-                "You said: [useru1] my name is Ada. (I have seen 1 user messages in this conversation.)",
+                "[U1] my name is Ada",
+                "You said: [U1] my name is Ada. (I have seen 1 user messages in this conversation.)",
                 "[useru1] what is my name?",
             ]
             replies = rig.replies(second)
             assert len(replies) == 2 and "I have seen 2 user messages" in replies[1]
+
+    async def test_follow_up_typed_while_the_bot_answers(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A plain follow-up sent while the first answer is still streaming (nothing saved yet) is
+        answered after it, and its model request sees the first turn."""
+        chat_api.script(MODEL_A, Behaviour(token_delay_s=0.02, chunk_chars=2), Behaviour())
+        async with slack_rig() as rig:
+            first = rig.mention_payload("<@UBOT> tell me a story")
+            assert await rig.post(first) == 200
+            await rig.fake.wait_for(lambda: bool(rig.fake.calls_to("chat.postMessage")))
+            follow = rig.message_payload("and make it short", channel="C1", channel_type="channel",
+                                         thread_ts=thread_of(first))
+            sent_at = time.monotonic()
+            assert await rig.post(follow) == 200
+            await rig.bot.wait_idle()
+            first_reply = rig.fake.bot_replies("C1", thread_of(first))[0]
+            assert sent_at < max(c.at for c in rig.fake.calls_to("chat.update") if c.args["ts"] == first_reply.ts)
+            assert len(chat_api.requests) == 2
+            assert sent_contents(chat_api)[1] == "[U1] tell me a story"
+            assert "I have seen 2 user messages" in rig.replies(follow)[-1]
 
     async def test_follow_up_without_mention(self, slack_rig: RigFactory, chat_api: FakeChatAPI) -> None:
         """In a thread the bot answered, a plain message is answered too."""
@@ -133,6 +159,45 @@ class TestDirectMessages:
             assert rig.fake.calls_to("reactions.add") == []
             assert rig.replies(payload)[0].startswith("You said: help me plan.")
 
+    async def test_thread_without_status_goes_straight_to_the_reaction(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A DM thread that refused setStatus is not asked again: its next message gets the reaction
+        at once; other DM threads still try the status."""
+        async with slack_rig() as rig:
+            parent = rig.fake.add_user_message("D1", "start")
+            rig.fake.fail_next("assistant.threads.setStatus", status=200, error="invalid_thread")
+            await rig.message("one", thread_ts=parent)
+            await rig.message("two", thread_ts=parent)
+            assert len(rig.fake.calls_to("assistant.threads.setStatus")) == 1
+            assert len(rig.fake.calls_to("reactions.add")) == 2
+            other = rig.fake.add_user_message("D1", "another topic")
+            await rig.message("three", thread_ts=other)
+            assert [c.args["status"] for c in rig.fake.calls_to("assistant.threads.setStatus")[1:]] == [
+                ASSISTANT_STATUS, ""]
+
+    async def test_app_without_status_never_asks_again(self, slack_rig: RigFactory, chat_api: FakeChatAPI) -> None:
+        """A refusal that holds for the whole app (no assistant:write) stops setStatus in every thread."""
+        async with slack_rig() as rig:
+            rig.fake.fail_next("assistant.threads.setStatus", status=200, error="missing_scope")
+            for topic in ("one", "two"):
+                parent = rig.fake.add_user_message("D1", topic)
+                await rig.message(f"about {topic}", thread_ts=parent)
+            assert len(rig.fake.calls_to("assistant.threads.setStatus")) == 1
+            assert len(rig.fake.calls_to("reactions.add")) == 2
+
+    async def test_slow_status_falls_back_to_the_reaction(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A setStatus that times out does not cost the working signal: the reaction goes up instead."""
+        async with slack_rig(signal_timeout_s=0.2) as rig:
+            rig.fake.delays["assistant.threads.setStatus"] = 0.5
+            parent = rig.fake.add_user_message("D1", "start")
+            payload = await rig.message("help me plan", thread_ts=parent)
+            assert [c.args["name"] for c in rig.fake.calls_to("reactions.add")] == [WORKING_REACTION]
+            assert rig.fake.reactions[("D1", payload["event"]["ts"])] == set()
+            assert rig.replies(payload)[0].startswith("You said: help me plan.")
+
 
 class TestSeeding:
     """Mentioned midway into a thread, the bot reads it once."""
@@ -150,13 +215,90 @@ class TestSeeding:
             assert sent_contents(chat_api)[1:] == [
                 "[ada] Postgres or MySQL for the new service?",
                 "[Bo Berg] Postgres: better JSON support",
-                "[useru1] what did we decide?",
+                "[U1] what did we decide?",
             ]
             replies_calls = rig.fake.calls_to("conversations.replies")
             assert len(replies_calls) == 1 and int(replies_calls[0].args["limit"]) <= 200
             await rig.mention("<@UBOT> and why?", thread_ts=parent)
             assert len(rig.fake.calls_to("conversations.replies")) == 1
             assert sent_contents(chat_api)[1:3] == sent_contents(chat_api, 0)[1:3]
+
+    async def test_long_thread_seeds_its_latest_messages(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A 350-message thread is read through page by page up to the mention, and the 50 messages
+        right before the mention seed the conversation, not the thread's first ones."""
+        async with slack_rig(profile={"history": HistoryLimits(max_messages=100)}) as rig:
+            parent = rig.fake.add_user_message("C1", "message 0", user="U2")
+            for n in range(1, LONG_THREAD):
+                rig.fake.add_user_message("C1", f"message {n}", user="U2", thread_ts=parent)
+            payload = rig.mention_payload("<@UBOT> summarise", thread_ts=parent)
+            rig.fake.add_user_message("C1", "written after the mention", user="U2", thread_ts=parent)
+            assert await rig.post(payload) == 200
+            await rig.bot.wait_idle()
+            seeded = sent_contents(chat_api)[1:-1]
+            assert seeded == [f"[useru2] message {n}" for n in range(LONG_THREAD - SEED_MAX_MESSAGES, LONG_THREAD)]
+            pages = rig.fake.calls_to("conversations.replies")
+            assert len(pages) == math.ceil(LONG_THREAD / SEED_PAGE_SIZE)
+            assert all(int(p.args["limit"]) <= 200 and p.args["latest"] == payload["event"]["ts"] for p in pages)
+
+    async def test_thread_too_long_to_read_seeds_its_opening_message(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A thread whose parent counts more replies than the reading bound is not read through: one
+        page, and only the opening message (what the thread is about) seeds the conversation."""
+        async with slack_rig() as rig:
+            parent = rig.fake.add_user_message("C1", "the incident channel thread", user="U2")
+            for n in range(SEED_PAGE_SIZE * SEED_MAX_PAGES):
+                rig.fake.add_user_message("C1", f"update {n}", user="U2", thread_ts=parent)
+            await rig.mention("<@UBOT> status?", thread_ts=parent)
+            assert len(rig.fake.calls_to("conversations.replies")) == 1
+            assert sent_contents(chat_api)[1:] == ["[useru2] the incident channel thread", "[U1] status?"]
+
+
+class TestAuthorNames:
+    """People's names in multi-user prompts, looked up without delaying the working signal."""
+
+    async def test_name_is_looked_up_after_the_first_turn(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """On a cold cache the id stands in for the name, and users.info runs only after the reply;
+        the person's next message carries their name."""
+        async with slack_rig() as rig:
+            rig.fake.add_user("U1", display_name="ada")
+            first = await rig.mention("<@UBOT> hi")
+            (lookup,) = rig.fake.calls_to("users.info")
+            assert lookup.at > rig.fake.calls_to("reactions.add")[0].at
+            assert lookup.at > rig.fake.calls_to("chat.postMessage")[0].at
+            await rig.mention("<@UBOT> again", thread_ts=thread_of(first))
+            assert sent_contents(chat_api, 0)[-1] == "[U1] hi"
+            assert sent_contents(chat_api)[-1] == "[ada] again"
+            assert len(rig.fake.calls_to("users.info")) == 1
+
+
+class TestWordlessMessages:
+    """A bare mention or a file with no words never reaches the model as an empty message."""
+
+    async def test_file_only_dm_and_bare_mention_get_help(self, slack_rig: RigFactory, chat_api: FakeChatAPI) -> None:
+        """A file sent to the bot without a word, or a mention alone, is answered with the help text."""
+        async with slack_rig() as rig:
+            dm = await rig.message("", subtype="file_share")
+            mention = await rig.mention("<@UBOT>")
+            assert rig.replies(dm) == [rig.engine.help_text()]
+            assert rig.replies(mention) == [rig.engine.help_text()]
+            assert chat_api.requests == []
+
+    async def test_file_only_thread_follow_up_is_ignored(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """In a thread the bot talks in, a file shared without a word is not for the bot."""
+        async with slack_rig() as rig:
+            first = await rig.mention("<@UBOT> hi")
+            before = writes(rig)
+            await rig.message("", channel="C1", channel_type="channel", thread_ts=thread_of(first),
+                              subtype="file_share")
+            assert len(chat_api.requests) == 1
+            assert writes(rig) == before
 
 
 class TestCommands:

@@ -125,3 +125,29 @@ class TestEditPacing:
         assert not await pacer.wait_for_turn("chat.update", must_land=False)
         assert await pacer.wait_for_turn("chat.update", must_land=True)  # waits ~0.1 s, then goes
         assert await redis.exists(keys.bucket("slack:A1:T1:chat.update"))
+
+    async def test_hold_backs_off_every_replica(self, redis: Redis, keys: RedisKeys) -> None:
+        """After one replica holds a method back by Retry-After, another replica's next turn is at
+        least that far away, and an in-progress edit is shed; other methods are untouched."""
+        clock = Clock()
+        one = WorkspacePacer(RateBudget(redis, keys, clock=clock), EditPacing(), app_id="A1", team_id="T1")
+        two = WorkspacePacer(RateBudget(redis, keys, clock=clock), EditPacing(), app_id="A1", team_id="T1")
+        await one.hold("chat.update", 30.0)
+        wait = await two.reserve("chat.update", must_land=True)
+        assert wait is not None and wait >= 30.0
+        assert await two.reserve("chat.update", must_land=False) is None
+        assert await two.reserve("reactions.add", must_land=False) == 0.0
+
+    async def test_first_posts_never_wait_continuations_do(self, redis: Redis, keys: RedisKeys) -> None:
+        """A reply's first post goes at once even in a busy channel (taking a token only when one is
+        free); continuations queue at the channel's rate, per channel."""
+        clock = Clock()
+        pacing = EditPacing(posts_per_s=1.0, post_burst=1)
+        budget = RateBudget(redis, keys, clock=clock)
+        pacer = WorkspacePacer(budget, pacing, app_id="A1", team_id="T1")
+        async with asyncio.timeout(0.5):  # the clock stands still: any wait would be a real second
+            for _ in range(3):
+                await pacer.wait_to_post("C1", continuation=False)
+        # The first took the channel's one token, the others nothing: a continuation waits a second.
+        assert await budget.reserve("slack:A1:T1:chat.postMessage:C1", pacing.post_bucket()) == pytest.approx(1.0)
+        assert await budget.reserve("slack:A1:T1:chat.postMessage:C2", pacing.post_bucket()) == 0.0

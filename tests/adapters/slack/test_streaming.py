@@ -8,10 +8,15 @@ import asyncio
 import itertools
 import time
 
+import pytest
+import structlog
+
 from adapters.slack import EditPacing
+from adapters.slack.bot import SLACK_429_RETRIES
 from adapters.slack.sink import SLACK_MAX_CHARS, STREAMING_INDICATOR
 from core.engine import ConversationEngine
-from tests.adapters.slack.conftest import MODEL_A, RigFactory
+from core.reply import FINAL_OPERATION_ATTEMPTS
+from tests.adapters.slack.conftest import FAST_PACING, MODEL_A, RigFactory
 from tests.fakes.chat_api import Behaviour, FakeChatAPI
 from tests.fakes.slack_api import FakeSlackAPI
 
@@ -20,6 +25,15 @@ from tests.fakes.slack_api import FakeSlackAPI
 TIME_SCALE = 20.0
 CONCURRENT_REPLIES = 40
 UPDATE_LIMIT = 50  # chat.update: Tier 3, per minute per workspace
+# The 40 replies take ~5 s; bypassing the budget makes slack-sdk sleep out the fake's Retry-After
+# (tens of seconds), so past this the test fails with the 429 count rather than at pytest's timeout.
+BURST_DEADLINE_S = 25.0
+# More 429s in a row than slack-sdk's retries across all of core's final-edit attempts absorb: without
+# the sink's own retries the final edit would be given up and reposted as a new message.
+UNABSORBED_429S = FINAL_OPERATION_ATTEMPTS * (SLACK_429_RETRIES + 1) + 1
+HOLD_RETRY_AFTER_S = 1  # the Retry-After of the 429 that must hold back every reply
+HOLD_GRACE_S = 0.15  # calls already given their turn before the 429 may still arrive this late
+POSTS_PER_S = 5.0  # a channel's chat.postMessage budget in the pacing test, five times Slack's
 
 
 def paragraphs(total_chars: int) -> str:
@@ -58,7 +72,8 @@ class TestPacedEdits:
         completes, and the fake never answers 429 — the shared budget slows them down instead."""
         text = paragraphs(240)
         chat_api.script(MODEL_A, Behaviour(text=text, token_delay_s=0.01, chunk_chars=4))
-        fake = FakeSlackAPI(rate_limits={"chat.update": UPDATE_LIMIT},
+        fake = FakeSlackAPI(rate_limits={"chat.update": UPDATE_LIMIT, "reactions.add": UPDATE_LIMIT,
+                                         "reactions.remove": UPDATE_LIMIT},
                             clock=lambda: time.monotonic() * TIME_SCALE)
         # Scaling time also scales the delay between taking a token and the call reaching the fake
         # 20-fold (a 100 ms hiccup of a busy test machine is 2 s of Slack time), so this run keeps 20%
@@ -69,7 +84,12 @@ class TestPacedEdits:
             payloads = [rig.mention_payload(f"<@UBOT> question {n}") for n in range(CONCURRENT_REPLIES)]
             statuses = await asyncio.gather(*(rig.post(p) for p in payloads))
             assert statuses == [200] * CONCURRENT_REPLIES
-            await rig.bot.wait_idle()
+            try:
+                async with asyncio.timeout(BURST_DEADLINE_S):
+                    await rig.bot.wait_idle()
+            except TimeoutError:
+                pytest.fail(f"replies still running after {BURST_DEADLINE_S} s; "
+                            f"the fake answered {fake.rate_limited_count} 429s")
             assert fake.rate_limited_count == 0
             assert all(c.status == 200 for c in fake.calls_to("chat.update"))
             assert [rig.replies(p) for p in payloads] == [[text]] * CONCURRENT_REPLIES
@@ -96,13 +116,69 @@ class TestPacedEdits:
     async def test_repeated_429s_never_lose_the_final_edit(
         self, slack_rig: RigFactory, chat_api: FakeChatAPI
     ) -> None:
-        """Past slack-sdk's own retries the sink keeps trying (budget, Retry-After) until it lands."""
+        """More 429s than slack-sdk's retries and core's final-edit attempts absorb together: the sink
+        keeps trying (budget, Retry-After) until the edit lands, so the reply stays one message."""
         chat_api.script(MODEL_A, Behaviour(text="Still here."))
         async with slack_rig() as rig:
-            rig.fake.fail_next("chat.update", retry_after=0, times=4)
-            payload = await rig.mention("<@UBOT> hi")
+            rig.fake.fail_next("chat.update", retry_after=0, times=UNABSORBED_429S)
+            with structlog.testing.capture_logs() as logs:
+                payload = await rig.mention("<@UBOT> hi")
             assert rig.replies(payload) == ["Still here."]
-            assert [c.status for c in rig.fake.calls_to("chat.update")] == [429, 429, 429, 429, 200]
+            assert len(rig.fake.calls_to("chat.postMessage")) == 1
+            assert [c.status for c in rig.fake.calls_to("chat.update")] == [429] * UNABSORBED_429S + [200]
+            assert [e["method"] for e in logs if e["event"] == "slack.call_retry"] == [
+                "chat.update"] * (UNABSORBED_429S // (SLACK_429_RETRIES + 1))
+
+    async def test_in_progress_edit_429_is_retried_inside_slack_sdk(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A 429 on an in-progress edit is retried by slack-sdk's rate-limit handler after
+        Retry-After with the same text, while the answer keeps growing."""
+        chat_api.script(MODEL_A, Behaviour(text=paragraphs(600), token_delay_s=0.01, chunk_chars=4))
+        async with slack_rig() as rig:
+            rig.fake.fail_next("chat.update", retry_after=0)
+            await rig.mention("<@UBOT> stream please")
+            updates = rig.fake.calls_to("chat.update")
+            limited, retried = updates[0], updates[1]
+            assert (limited.status, retried.status) == (429, 200)
+            assert retried.args == limited.args
+            assert retried.args["markdown_text"].endswith(STREAMING_INDICATOR)
+
+    async def test_a_429_holds_back_every_reply_on_every_replica(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """One reply's 429 on chat.update pushes the shared workspace bucket back by Retry-After: the
+        other replica's reply sends no edit in that time, and both still complete."""
+        text = paragraphs(600)
+        chat_api.script(MODEL_A, Behaviour(text=text, token_delay_s=0.02, chunk_chars=4))  # ~3 s
+        async with FakeSlackAPI() as fake, slack_rig(fake=fake) as one, slack_rig(fake=fake) as two:
+            fake.fail_next("chat.update", retry_after=HOLD_RETRY_AFTER_S)
+            to_one = one.mention_payload("<@UBOT> first")
+            to_two = two.mention_payload("<@UBOT> second", ts=one.next_ts())  # its own thread
+            assert await asyncio.gather(one.post(to_one), two.post(to_two)) == [200, 200]
+            await asyncio.gather(one.bot.wait_idle(), two.bot.wait_idle())
+            assert one.replies(to_one) == [text] and two.replies(to_two) == [text]
+            updates = fake.calls_to("chat.update")
+            limited = next(c for c in updates if c.status == 429)
+            held = [c for c in updates
+                    if limited.at + HOLD_GRACE_S < c.at < limited.at + HOLD_RETRY_AFTER_S - HOLD_GRACE_S]
+            assert held == []
+            assert any(c.at > limited.at + HOLD_RETRY_AFTER_S and c.args["ts"] != limited.args["ts"]
+                       for c in updates)  # the other reply was still streaming after the hold
+
+    async def test_continuation_posts_are_paced_per_channel(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A long answer's later messages wait for the channel's chat.postMessage budget."""
+        pacing = EditPacing(window_s=FAST_PACING.window_s, shed_after_s=FAST_PACING.shed_after_s,
+                            posts_per_s=POSTS_PER_S, post_burst=1)
+        chat_api.script(MODEL_A, Behaviour(text=paragraphs(12_000), chunk_chars=1_000))
+        async with slack_rig(pacing=pacing) as rig:
+            payload = await rig.mention("<@UBOT> write a lot")
+            assert "".join(rig.replies(payload)) == paragraphs(12_000)
+            posts = [c.at for c in rig.fake.calls_to("chat.postMessage")]
+            assert len(posts) >= 4
+            assert all(later - earlier >= 0.9 / POSTS_PER_S for earlier, later in itertools.pairwise(posts))
 
     async def test_ten_thousand_characters_become_several_messages(
         self, slack_rig: RigFactory, chat_api: FakeChatAPI
@@ -163,6 +239,17 @@ class TestNativeStreaming:
             payload = await rig.mention("<@UBOT> hi")
             assert rig.replies(payload) == ["Plain edits then."]
             assert len(rig.fake.calls_to("chat.postMessage")) == 1
+
+    async def test_stream_refused_for_good_is_not_reposted(
+        self, slack_rig: RigFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """chat.startStream answered channel_not_found: no fallback post either, the reply just stops."""
+        chat_api.script(MODEL_A, Behaviour(text="Nowhere to go."))
+        async with slack_rig(streaming="native") as rig:
+            rig.fake.fail_next("chat.startStream", status=200, error="channel_not_found")
+            await rig.mention("<@UBOT> hi")
+            assert len(rig.fake.calls_to("chat.startStream")) == 1
+            assert rig.fake.calls_to("chat.postMessage") == [] and rig.fake.calls_to("chat.update") == []
 
     async def test_long_native_answer_splits_without_loss(
         self, slack_rig: RigFactory, chat_api: FakeChatAPI

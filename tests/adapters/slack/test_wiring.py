@@ -159,6 +159,19 @@ class TestSlackTable:
         assert (config.socket_mode, config.require_mention, config.streaming) == (True, True, "native")
         assert (config.pacing.per_window, config.api_url) == (20, "http://127.0.0.1:9/api/")
 
+    def test_api_url_gets_its_trailing_slash(self) -> None:
+        """SLACK_API_URL without the final "/" still names the API base (slack-sdk appends method names)."""
+        settings = Settings.from_env({"SLACK_API_URL": "http://127.0.0.1:9/api"})
+        assert settings.slack_api_url == "http://127.0.0.1:9/api/"
+        assert Settings.from_env({}).slack_api_url == "https://slack.com/api/"
+
+    def test_repr_hides_the_secrets(self) -> None:
+        """A config printed in a log line or a traceback shows no token or signing secret."""
+        config = SlackBotConfig(bot_token="xoxb-secret-1", signing_secret="sign-secret-2", app_token="xapp-secret-3")
+        shown = repr(config)
+        assert "secret" not in shown and "xox" not in shown and "xapp" not in shown
+        assert "require_mention=False" in shown
+
     def test_the_shipped_example_is_valid(self) -> None:
         """bots/slack-example.toml.example, with its variables set, passes these checks (HTTP mode)."""
         example = (DEFAULT_BOTS_DIR / "slack-example.toml.example").read_text(encoding="utf-8")
@@ -174,7 +187,7 @@ class TestManifest:
         """Every event the bot listens to is subscribed, and every method's scope is requested."""
         manifest = (DEFAULT_BOTS_DIR.parent / "deploy" / "slack-manifest.yaml").read_text(encoding="utf-8")
         items = set(re.findall(r"^\s*-\s+([a-z_.:]+)", manifest, flags=re.MULTILINE))
-        assert {"app_mention", "message.channels", "message.groups", "message.im"} <= items
+        assert {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim"} <= items
         assert {"app_mentions:read", "chat:write", "channels:history", "groups:history", "im:history",
                 "reactions:write", "users:read", "assistant:write"} <= items
         assert "/slack/" in manifest and "socket_mode_enabled" in manifest
