@@ -50,6 +50,7 @@ APOLOGY_BAD_KEY = "Sorry — the AI service rejected my API key, so I can't answ
 APOLOGY_BAD_MODEL = "Sorry — my configured model isn't available. An admin needs to check my model setting."
 APOLOGY_REJECTED = "Sorry — the AI service rejected this request. Try rephrasing or `reset` the conversation."
 APOLOGY_RESET_FAILED = "Sorry — my memory store is unavailable, so I couldn't reset. Try again soon."
+AUTHOR_LOOKUP_TIMEOUT_S = 2.0  # a slow name lookup falls back to what the adapter knew
 APOLOGY_INTERNAL = "Sorry — something went wrong on my side. Please try again."
 
 TurnStatus = Literal["answered", "interrupted", "duplicate", "command", "failed"]
@@ -212,6 +213,17 @@ class ConversationEngine:
         seed_turns = seed_turns[-self.profile.history.max_messages :]
         return seed_turns, False, bool(seed_turns)
 
+    async def _author_name(self, message: IncomingMessage) -> str:
+        fallback = message.author.display_name
+        if message.resolve_author is None or not message.multi_user:
+            return fallback
+        try:
+            async with asyncio.timeout(AUTHOR_LOOKUP_TIMEOUT_S):
+                return (await message.resolve_author()) or fallback
+        except Exception as exc:  # a failed lookup costs the name, never the answer
+            log.warning("turn.author_lookup_failed", error=repr(exc))
+            return fallback
+
     def _build_messages(
         self, history: list[Turn], user: ChatMessage
     ) -> tuple[tuple[ChatMessage, ...], bool]:
@@ -232,8 +244,10 @@ class ConversationEngine:
 
     async def _answer(self, message: IncomingMessage, reply: ReplyStream) -> TurnOutcome:
         started = self._clock()
-        history, degraded, seeded = await self._load_history(message)
-        author = message.author.display_name if message.multi_user else None
+        (history, degraded, seeded), author_name = await asyncio.gather(
+            self._load_history(message), self._author_name(message)
+        )
+        author = author_name if message.multi_user else None
         user = ChatMessage("user", message.text, name=author)
         messages, trimmed = self._build_messages(history, user)
         request = ChatRequest(

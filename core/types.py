@@ -77,6 +77,7 @@ class ChatMessage:
 
 
 SeedLoader = Callable[[], Awaitable[Sequence[ChatMessage]]]
+AuthorResolver = Callable[[], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class IncomingMessage:
     # Called under the conversation lock when the conversation has no history yet, e.g. to read
     # a Slack thread the bot was mentioned in midway. Bounded by the adapter.
     seed: SeedLoader | None = field(default=None, compare=False)
+    # Looks up the author's display name when the adapter does not know it yet; awaited by the
+    # engine after the working signal is up, alongside loading history, so it never delays it.
+    resolve_author: AuthorResolver | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

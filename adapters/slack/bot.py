@@ -340,12 +340,17 @@ class SlackBot:
         assert self._client is not None and self._signal_client is not None and self._names is not None
         user = event["user"]
         # Only the cache here: a users.info call now would hold up the working signal. On a cold
-        # cache the id stands in for the name in this turn (as after a failed lookup), and the
-        # name is looked up after it, for the person's next message.
+        # cache the engine resolves the name after the signal is up (the id stands in if that fails).
         known = None if dm else self._names.cached(user)
         seed = self._seed_loader(event) if in_existing_thread(event) else None
+        names = self._names
+
+        async def resolve_author() -> str:
+            return await names.name(user)
+
         message = incoming_message(self.name, body, me, author_name=known or user, seed=seed,
-                                   received_at=received_at)
+                                   received_at=received_at,
+                                   resolve_author=resolve_author if not dm and known is None else None)
         if not message.text:  # a bare mention, or a file sent to the bot without a word
             message = dataclasses.replace(message, text=EMPTY_REQUEST)
         sink = SlackReplySink(
@@ -355,8 +360,6 @@ class SlackBot:
             background=self._background, signal_timeout_s=self._config.signal_timeout_s,
         )
         await self._engine.handle(message, sink)
-        if not dm and known is None:
-            await self._names.name(user)
 
     async def _addressed_to_me(self, event: SlackEvent, team_id: str, *, mentioned: bool) -> bool:
         """DMs come as `message` events only; channel mentions as `app_mention` (their `message` twin

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
 from core.engine import RESET_REPLY
-from core.types import Author, ChatMessage, ConversationKey, IncomingMessage, SeedLoader
+from core.types import Author, AuthorResolver, ChatMessage, ConversationKey, IncomingMessage, SeedLoader
 
 PLATFORM = "slack"
 HANDLED_EVENT_TYPES = frozenset({"app_mention", "message"})
@@ -176,7 +176,7 @@ def _plain_link(match: re.Match[str]) -> str:
 
 def incoming_message(
     bot: str, body: EventCallback, me: SlackIdentity, *, author_name: str, seed: SeedLoader | None,
-    received_at: float,
+    received_at: float, resolve_author: AuthorResolver | None = None,
 ) -> IncomingMessage:
     """The engine's view of one event; `seed` is offered when the bot was called into an existing thread."""
     event = body["event"]
@@ -192,6 +192,7 @@ def incoming_message(
         received_at=received_at,
         multi_user=not is_direct_message(event),
         seed=seed,
+        resolve_author=resolve_author,
     )
 
 

@@ -406,3 +406,32 @@ class TestPlatformSide:
             await second_sink.started.wait()
         assert second_sink.calls[0].kind == "start" and not first.done()
         await asyncio.gather(first, second)
+
+
+class TestAuthorResolution:
+    """An adapter that does not know a name yet lets the engine look it up after the signal."""
+
+    async def test_resolved_name_is_used_and_failures_fall_back(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """The resolver runs after sink.start; if it fails, the adapter's stand-in name is used."""
+        from dataclasses import replace
+
+        engine = make_engine()
+        sink = RecordingSink()
+        order: list[str] = []
+
+        async def resolve() -> str:
+            order.append("resolve" if sink.started.is_set() else "resolve-before-signal")
+            return "Ada Lovelace"
+
+        async def broken() -> str:
+            raise RuntimeError("users.info failed")
+
+        message = incoming("hi", multi_user=True, author="U1")
+        await engine.handle(replace(message, resolve_author=resolve), sink)
+        await engine.handle(replace(incoming("again", multi_user=True, author="U2"), resolve_author=broken),
+                            RecordingSink())
+        assert order == ["resolve"]
+        assert contents(chat_api.requests[0].body)[-1] == "[Ada Lovelace] hi"
+        assert contents(chat_api.requests[1].body)[-1] == "[U2] again"

@@ -53,7 +53,7 @@ class TestThreadedReplies:
             assert all("markdown_text" in c.args for c in rig.fake.calls_to("chat.update"))
             assert [c.args["name"] for c in rig.fake.calls_to("reactions.add")] == [WORKING_REACTION]
             assert rig.fake.reactions[("C1", payload["event"]["ts"])] == set()
-            assert sent_contents(chat_api)[-1] == "[U1] how do I squash commits?"  # a cold name cache
+            assert sent_contents(chat_api)[-1] == "[useru1] how do I squash commits?"
 
     async def test_multi_turn_in_a_thread(self, slack_rig: RigFactory, chat_api: FakeChatAPI) -> None:
         """A second mention in the thread is answered there, and the model sees the first turn."""
@@ -61,8 +61,8 @@ class TestThreadedReplies:
             first = await rig.mention("<@UBOT> my name is Ada")
             second = await rig.mention("<@UBOT> what is my name?", thread_ts=thread_of(first))
             assert sent_contents(chat_api)[1:] == [
-                "[U1] my name is Ada",
-                "You said: [U1] my name is Ada. (I have seen 1 user messages in this conversation.)",
+                "[useru1] my name is Ada",
+                "You said: [useru1] my name is Ada. (I have seen 1 user messages in this conversation.)",
                 "[useru1] what is my name?",
             ]
             replies = rig.replies(second)
@@ -86,7 +86,7 @@ class TestThreadedReplies:
             first_reply = rig.fake.bot_replies("C1", thread_of(first))[0]
             assert sent_at < max(c.at for c in rig.fake.calls_to("chat.update") if c.args["ts"] == first_reply.ts)
             assert len(chat_api.requests) == 2
-            assert sent_contents(chat_api)[1] == "[U1] tell me a story"
+            assert sent_contents(chat_api)[1] == "[useru1] tell me a story"
             assert "I have seen 2 user messages" in rig.replies(follow)[-1]
 
     async def test_follow_up_without_mention(self, slack_rig: RigFactory, chat_api: FakeChatAPI) -> None:
@@ -215,7 +215,7 @@ class TestSeeding:
             assert sent_contents(chat_api)[1:] == [
                 "[ada] Postgres or MySQL for the new service?",
                 "[Bo Berg] Postgres: better JSON support",
-                "[U1] what did we decide?",
+                "[useru1] what did we decide?",
             ]
             replies_calls = rig.fake.calls_to("conversations.replies")
             assert len(replies_calls) == 1 and int(replies_calls[0].args["limit"]) <= 200
@@ -253,25 +253,24 @@ class TestSeeding:
                 rig.fake.add_user_message("C1", f"update {n}", user="U2", thread_ts=parent)
             await rig.mention("<@UBOT> status?", thread_ts=parent)
             assert len(rig.fake.calls_to("conversations.replies")) == 1
-            assert sent_contents(chat_api)[1:] == ["[useru2] the incident channel thread", "[U1] status?"]
+            assert sent_contents(chat_api)[1:] == ["[useru2] the incident channel thread", "[useru1] status?"]
 
 
 class TestAuthorNames:
     """People's names in multi-user prompts, looked up without delaying the working signal."""
 
-    async def test_name_is_looked_up_after_the_first_turn(
+    async def test_name_is_looked_up_after_the_working_signal(
         self, slack_rig: RigFactory, chat_api: FakeChatAPI
     ) -> None:
-        """On a cold cache the id stands in for the name, and users.info runs only after the reply;
-        the person's next message carries their name."""
+        """On a cold cache users.info runs after the reaction, and the first message already
+        carries the person's name; later messages use the cache."""
         async with slack_rig() as rig:
             rig.fake.add_user("U1", display_name="ada")
             first = await rig.mention("<@UBOT> hi")
             (lookup,) = rig.fake.calls_to("users.info")
             assert lookup.at > rig.fake.calls_to("reactions.add")[0].at
-            assert lookup.at > rig.fake.calls_to("chat.postMessage")[0].at
             await rig.mention("<@UBOT> again", thread_ts=thread_of(first))
-            assert sent_contents(chat_api, 0)[-1] == "[U1] hi"
+            assert sent_contents(chat_api, 0)[-1] == "[ada] hi"
             assert sent_contents(chat_api)[-1] == "[ada] again"
             assert len(rig.fake.calls_to("users.info")) == 1
 

@@ -78,7 +78,7 @@ class TestAckAndWorkingSignal:
             reaction, first_post = turn_calls[0], rig.fake.calls_to("chat.postMessage")[0]
             assert acked_at < first_post.at
             assert reaction.at - sent_at < WORKING_SIGNAL_BUDGET_S
-            assert reaction.at < first_post.at < rig.fake.calls_to("users.info")[0].at
+            assert reaction.at < first_post.at and reaction.at < rig.fake.calls_to("users.info")[0].at
             assert rig.replies(payload) == ["Here you go."]
 
     async def test_mid_thread_mention_reacts_before_reading_the_thread(
