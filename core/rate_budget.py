@@ -63,6 +63,27 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - left) / rate * 1000) + 1000
 return {1, tostring(wait)}
 """
 
+# KEYS[1]: the bucket. ARGV: capacity, refill per second, now (s), hold (s). After a platform's 429 with
+# Retry-After, empty the bucket deep enough that the next reservation waits at least `hold` seconds —
+# every reply on every replica backs off at once. Never raises tokens (a deeper queue stays).
+HOLD_SCRIPT = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local hold = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+if now > at then
+  tokens = math.min(capacity, tokens + (now - at) * rate)
+  at = now
+end
+tokens = math.min(tokens, 1 - hold * rate)
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
+return tostring(tokens)
+"""
+
 
 @dataclass(frozen=True)
 class BucketSpec:
@@ -104,6 +125,14 @@ def _reserve_locally(
     return wait
 
 
+def _hold_locally(bucket: _LocalBucket, spec: BucketSpec, now: float, seconds: float) -> None:
+    """The hold script's arithmetic on an in-process bucket."""
+    if now > bucket.at:
+        bucket.tokens = min(spec.capacity, bucket.tokens + (now - bucket.at) * spec.refill_per_s)
+        bucket.at = now
+    bucket.tokens = min(bucket.tokens, 1 - seconds * spec.refill_per_s)
+
+
 class RateBudget:
     """Named token buckets under one key prefix; each name is one budget (e.g. one method in one
     workspace), shared by every process using the same Redis and prefix."""
@@ -113,6 +142,7 @@ class RateBudget:
         self._keys = keys
         self._clock = clock
         self._script = redis.register_script(RESERVE_SCRIPT)
+        self._hold_script = redis.register_script(HOLD_SCRIPT)
         self._local: dict[str, _LocalBucket] = {}
         self._degraded = False
         self._retry_redis_at = 0.0
@@ -149,6 +179,25 @@ class RateBudget:
             log.info("rate_budget.recovered")
             self._degraded = False
         return wait if granted else None
+
+    async def hold(self, name: str, spec: BucketSpec, seconds: float) -> None:
+        """The platform said "retry after `seconds`": the next reservation of `name`, by anyone,
+        waits at least that long. One atomic round trip."""
+        now = self._clock()
+        if not (self._degraded and now < self._retry_redis_at):
+            try:
+                await self._hold_script(
+                    keys=[self._keys.bucket(name)],
+                    args=[repr(spec.capacity), repr(spec.refill_per_s), repr(now), repr(max(0.0, seconds))],
+                )
+                return
+            except (RedisError, OSError) as exc:
+                if not self._degraded:
+                    log.warning("rate_budget.degraded", error=type(exc).__name__)
+                    self._degraded = True
+                self._retry_redis_at = now + REDIS_RETRY_INTERVAL_S
+        bucket = self._local.setdefault(name, _LocalBucket(tokens=spec.capacity, at=now))
+        _hold_locally(bucket, spec, now, max(0.0, seconds))
 
     def _reserve_here(
         self, name: str, spec: BucketSpec, now: float, max_wait_s: float | None

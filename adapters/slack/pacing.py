@@ -11,7 +11,6 @@ minute, across every reply and every replica; the bucket name says exactly that
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -152,15 +151,8 @@ class WorkspacePacer:
         return f"{self._prefix}:chat.postMessage:{channel}"
 
     async def _hold(self, name: str, spec: BucketSpec, seconds: float) -> None:
-        # `RateBudget` has no "defer" operation, so this spends tokens until the queue reaches past
-        # `seconds`: each reservation is one more place in the queue, and the next caller's wait is
-        # the sum. Bounded by a window's worth (a per-minute limit never asks for more than a minute)
-        # and at most the refill covering `seconds`, plus the burst, plus one.
-        seconds = min(seconds, self._pacing.window_s)
-        for _ in range(math.ceil(spec.capacity + seconds * spec.refill_per_s) + 1):
-            wait = await self._budget.reserve(name, spec)
-            if wait is None or wait >= seconds:
-                return
+        # A per-minute limit never asks for more than a minute: bound a wild Retry-After.
+        await self._budget.hold(name, spec, min(seconds, self._pacing.window_s))
 
 
 async def _spend(wait: float | None) -> bool:
