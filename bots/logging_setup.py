@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from core.engine import TURN_STARTED_AT
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_CHARS = 6  # shorter values would redact ordinary words
@@ -65,6 +68,14 @@ class SecretRedactor:
         return dict(scrubbed)
 
 
+def add_turn_latency(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Every line of a turn carries `latency_ms` since the turn began (the engine binds the start)."""
+    started = event_dict.pop(TURN_STARTED_AT, None)
+    if isinstance(started, float) and "latency_ms" not in event_dict:
+        event_dict["latency_ms"] = int((time.monotonic() - started) * 1000)
+    return event_dict
+
+
 def _format_exc_info(exc_info: Any) -> str:
     if exc_info is True:
         exc_info = sys.exc_info()
@@ -81,6 +92,7 @@ def configure_logging(
     """The one structlog.configure call of the process."""
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_turn_latency,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

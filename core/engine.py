@@ -50,6 +50,9 @@ APOLOGY_BAD_KEY = "Sorry — the AI service rejected my API key, so I can't answ
 APOLOGY_BAD_MODEL = "Sorry — my configured model isn't available. An admin needs to check my model setting."
 APOLOGY_REJECTED = "Sorry — the AI service rejected this request. Try rephrasing or `reset` the conversation."
 APOLOGY_RESET_FAILED = "Sorry — my memory store is unavailable, so I couldn't reset. Try again soon."
+# Bound in the log context at a turn's start (monotonic seconds); the log pipeline turns it into
+# `latency_ms` on every line of the turn.
+TURN_STARTED_AT = "turn_started_at"
 AUTHOR_LOOKUP_TIMEOUT_S = 2.0  # a slow name lookup falls back to what the adapter knew
 APOLOGY_INTERNAL = "Sorry — something went wrong on my side. Please try again."
 
@@ -133,8 +136,7 @@ class ConversationEngine:
 
     async def _handle(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         with structlog.contextvars.bound_contextvars(
-            bot=self.profile.name, app_id=self.profile.app_id, platform=message.platform,
-            conversation=str(message.conversation), model=self.profile.model, fallback_used=False,
+            **self._turn_log_context(message),
         ):
             if not await self._coordination.claim_event(message.bot, message.event_id):
                 log.info("turn.duplicate", event_id=message.event_id)
@@ -172,11 +174,17 @@ class ConversationEngine:
 
     async def reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         """The `reset` command, for adapters with a native command (a Discord slash command)."""
-        with structlog.contextvars.bound_contextvars(
-            bot=self.profile.name, app_id=self.profile.app_id, platform=message.platform,
-            conversation=str(message.conversation),
-        ):
+        with structlog.contextvars.bound_contextvars(**self._turn_log_context(message)):
             return await self._in_turn(message, sink, "reset")
+
+    def _turn_log_context(self, message: IncomingMessage) -> dict[str, object]:
+        """What every log line of a turn carries. `turn_started_at` lets the log pipeline add the
+        turn's `latency_ms` to each line; `tokens` stays "unknown" until the API reports usage."""
+        return {
+            "bot": self.profile.name, "app_id": self.profile.app_id, "platform": message.platform,
+            "conversation": str(message.conversation), "model": self.profile.model,
+            "fallback_used": False, "tokens": "unknown", TURN_STARTED_AT: self._clock(),
+        }
 
     async def _reset(self, message: IncomingMessage, reply: ReplyStream) -> TurnOutcome:
         try:

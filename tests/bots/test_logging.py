@@ -60,7 +60,8 @@ class TestTurnLogFields:
     """Every log line of a turn carries who, where and which model."""
 
     async def test_turn_lines_carry_context(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
-        """bot, app_id, platform, conversation, model, fallback_used on every line; latency and tokens at the end."""
+        """bot, app_id, platform, conversation, model, fallback_used, latency_ms and tokens on every
+        line (tokens "unknown" until the API reports usage)."""
         out = io.StringIO()
         configure_logging(level="INFO", fmt="json", redactor=SecretRedactor([]), stream=out)
         try:
@@ -77,7 +78,9 @@ class TestTurnLogFields:
         lines = [json.loads(line) for line in out.getvalue().splitlines()]
         assert [line["event"] for line in lines] == ["chat.attempt_failed", "chat.attempt_failed", "turn.answered"]
         for line in lines:
-            assert {"bot", "app_id", "platform", "conversation", "model", "fallback_used"} <= line.keys()
+            assert {"bot", "app_id", "platform", "conversation", "model", "fallback_used", "latency_ms",
+                    "tokens"} <= line.keys()
+            assert "turn_started_at" not in line
             assert (line["bot"], line["app_id"], line["platform"]) == ("testbot", "test-app-1", "test")
         final = lines[-1]
         assert final["model"] == "test/model-b" and final["fallback_used"] is True
