@@ -81,6 +81,8 @@ class ReplyStream:
             raise self.undeliverable
         if not delta or self._renderer.finished:
             return
+        if self._sink.limits is not self._renderer.limits:
+            self._renderer.adopt_limits(self._sink.limits)  # e.g. a native stream fell back to edits
         self._enqueue(self._renderer.feed(delta, self._clock()))
         self._arm_timer()
 

@@ -122,6 +122,16 @@ class StreamRenderer:
             )
         self.segments.append(Segment())
 
+    def adopt_limits(self, limits: RenderLimits) -> bool:
+        """Take a sink's new presentation (indicator, placeholder, fence closing, pacing) mid-reply,
+        e.g. a native stream that fell back to edits. Sizes must stay: the split already made
+        depends on them. Returns whether the new limits were taken."""
+        old = self.limits
+        same_sizes = (limits.max_chars, limits.split_chars) == (old.max_chars, old.split_chars)
+        if same_sizes:
+            self.limits = limits
+        return same_sizes
+
     @property
     def text(self) -> str:
         """Everything the model said so far."""

@@ -18,9 +18,9 @@ The working signal is best effort and never holds the reply up: it is shown in t
 cleared after the reply in the background too (one call, no retries) when the bot gives the sink a
 `background` runner.
 
-Render limits are chosen once per reply, because `core.reply.ReplyStream` reads them once: a native
-reply that falls back to edits keeps the native limits (no streaming indicator, no provisional
-closing fence in in-progress edits); its final text is exact either way.
+A native reply that falls back to edits switches to the edit limits (`limits` changes; the core
+`ReplyStream` adopts them on the next delta), so its growing text shows the streaming indicator and
+closes an open code fence like any edited reply; the final text is exact either way.
 """
 
 from __future__ import annotations
@@ -167,6 +167,7 @@ class SlackReplySink:
         self._native = native and target.thread_ts is not None
         limits_for = native_limits if self._native else edit_limits
         self._limits = limits_for(min_edit_interval_s)
+        self._edit_limits = edit_limits(min_edit_interval_s)  # taken on when a native stream falls back
         self._statuses = statuses or AssistantStatuses()
         self._background = background  # runs the signal's clean-up after the turn; None: inline
         self._signal_timeout_s = signal_timeout_s
@@ -364,8 +365,7 @@ class SlackReplySink:
                 raise _failure("chat.startStream", exc) from exc
             # Not allowed in this workspace or channel: this reply continues with posts and edits.
             log.warning("slack.native_stream_unavailable", error=error_code(exc))
-            self._native = False
-            self.stream_fallbacks += 1
+            self._fall_back_to_edits()
             return None
         ts = str(response["ts"])
         self._streams[ts] = text
@@ -403,11 +403,17 @@ class SlackReplySink:
             self._streams.pop(ts, None)
             if code != STREAM_NOT_ACTIVE:
                 await self._stop_stream_quietly(ts)
-            self._native = False
-            self.stream_fallbacks += 1
+            self._fall_back_to_edits()
             return False
         self._streams[ts] = text
         return True
+
+    def _fall_back_to_edits(self) -> None:
+        # From now on the reply grows by chat.update, which can take text back: the renderer adopts
+        # these limits on the next delta, so the growing text shows the indicator and closed fences.
+        self._native = False
+        self._limits = self._edit_limits
+        self.stream_fallbacks += 1
 
     async def _stop_stream_quietly(self, ts: str) -> None:
         self._streams.pop(ts, None)

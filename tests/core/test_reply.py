@@ -83,3 +83,31 @@ class TestReplyStream:
         assert sink.final_texts == ["first second"]
         await reply.close()
         assert sink.calls[-2].final
+
+
+class TestLimitsChange:
+    """A sink may change its presentation mid-reply (a native stream that fell back to edits)."""
+
+    async def test_new_indicator_is_adopted_on_the_next_delta(self) -> None:
+        """After the sink's limits change, updates use the new indicator; sizes may not change."""
+        plain = RenderLimits(max_chars=500, split_chars=400, min_edit_interval_s=0.0)
+        marked = RenderLimits(max_chars=500, split_chars=400, min_edit_interval_s=0.0, streaming_indicator=" ▌")
+        sink = RecordingSink(limits=plain)
+        edited = asyncio.Event()
+        original = sink.edit
+
+        async def edit(ref: str, text: str, *, final: bool) -> None:
+            await original(ref, text, final=final)
+            edited.set()
+
+        sink.edit = edit  # type: ignore[method-assign]
+        reply = ReplyStream(sink)
+        await reply.open()
+        await reply.push("one")
+        sink.limits = marked
+        await reply.push(" two")
+        async with asyncio.timeout(5):
+            await edited.wait()  # let the growing edit go out before the final one supersedes it
+        await reply.close()
+        texts = [c.text for c in sink.calls if c.kind in ("post", "edit")]
+        assert texts == ["one", "one two ▌", "one two"]

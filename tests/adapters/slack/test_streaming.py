@@ -226,8 +226,13 @@ class TestNativeStreaming:
             assert rig.replies(payload) == [text]
             refused = [c for c in rig.fake.calls if c.response.get("error") == "message_not_in_streaming_state"]
             assert len(refused) == 1  # the stream is given up at the first refusal
-            assert rig.fake.calls_to("chat.update")[-1].args["markdown_text"] == text
-            assert all(c.at > refused[0].at for c in rig.fake.calls_to("chat.update"))
+            updates = rig.fake.calls_to("chat.update")
+            assert updates[-1].args["markdown_text"] == text
+            assert all(c.at > refused[0].at for c in updates)
+            # The first update carries the text rendered before the fallback; later ones are edits'.
+            growing = [c.args["markdown_text"] for c in updates[1:-1]]
+            assert growing and all(t.endswith(STREAMING_INDICATOR) for t in growing), \
+                "after the fallback the growing text shows the indicator, as any edited reply"
 
     async def test_stream_not_allowed_falls_back_to_posts(
         self, slack_rig: RigFactory, chat_api: FakeChatAPI
