@@ -34,15 +34,12 @@ log = structlog.get_logger(__name__)
 # seconds (connect timeout, client retries), which would stall every paced edit.
 REDIS_RETRY_INTERVAL_S = 5.0
 
-# KEYS[1]: the bucket, a hash {tokens, at}. ARGV: capacity, refill per second, now (s), max wait (s,
-# negative = unbounded). Tokens may go negative: that is the queue of reservations already handed out.
-# Returns {1, wait} when a token was taken, {0, wait} when the wait exceeded the maximum (nothing taken).
-# The key expires once the bucket would be full again, when dropping it changes nothing.
-RESERVE_SCRIPT = """
+# Both scripts start here. KEYS[1]: the bucket, a hash {tokens, at}. ARGV: capacity, refill per
+# second, now (s), then one argument of the script's own. Reads the bucket refilled up to `now`.
+_REFILLED_BUCKET = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
-local max_wait = tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or capacity
 local at = tonumber(state[2]) or now
@@ -50,37 +47,37 @@ if now > at then
   tokens = math.min(capacity, tokens + (now - at) * rate)
   at = now
 end
-local left = tokens - 1
+"""
+# Stores the bucket; the key expires once it would be full again, when dropping it changes nothing.
+_STORE_BUCKET = """
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
+"""
+
+# ARGV[4]: max wait (s, negative = unbounded). Tokens may go negative: that is the queue of
+# reservations already handed out. Returns {1, wait} when a token was taken, {0, wait} when the wait
+# exceeded the maximum (nothing taken).
+RESERVE_SCRIPT = _REFILLED_BUCKET + """
+local max_wait = tonumber(ARGV[4])
 local wait = 0
-if left < 0 then
-  wait = -left / rate
+if tokens - 1 < 0 then
+  wait = (1 - tokens) / rate
 end
 if max_wait >= 0 and wait > max_wait then
   return {0, tostring(wait)}
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(left), 'at', tostring(at))
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - left) / rate * 1000) + 1000)
+tokens = tokens - 1
+""" + _STORE_BUCKET + """
 return {1, tostring(wait)}
 """
 
-# KEYS[1]: the bucket. ARGV: capacity, refill per second, now (s), hold (s). After a platform's 429 with
-# Retry-After, empty the bucket deep enough that the next reservation waits at least `hold` seconds —
-# every reply on every replica backs off at once. Never raises tokens (a deeper queue stays).
-HOLD_SCRIPT = """
-local capacity = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
+# ARGV[4]: hold (s). After a platform's 429 with Retry-After, empty the bucket deep enough that the
+# next reservation waits at least `hold` seconds: every reply on every replica backs off at once.
+# Never raises tokens (a deeper queue stays).
+HOLD_SCRIPT = _REFILLED_BUCKET + """
 local hold = tonumber(ARGV[4])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or capacity
-local at = tonumber(state[2]) or now
-if now > at then
-  tokens = math.min(capacity, tokens + (now - at) * rate)
-  at = now
-end
 tokens = math.min(tokens, 1 - hold * rate)
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
+""" + _STORE_BUCKET + """
 return tostring(tokens)
 """
 
