@@ -41,6 +41,7 @@ class ReplyStream:
         self.failed_operations = 0
         self._closed = False
         self.undeliverable: ReplyUndeliverable | None = None  # set when the sink gave up for good
+        self._last_sent: dict[int, float] = {}  # message index → when its last call went out
 
     @property
     def sink(self) -> ReplySink:
@@ -136,11 +137,28 @@ class ReplyStream:
                 op = self._queue.popleft()
                 if self.undeliverable is not None:
                     continue  # nothing more can be shown: drop, do not repost
-                if isinstance(op, Edit) and not op.final and self._superseded(op):
+                if isinstance(op, Edit) and not op.final and not await self._wait_for_turn(op):
                     continue
                 await self._execute(op)
             if self._closing and not self._queue:
                 return
+
+    async def _wait_for_turn(self, op: Edit) -> bool:
+        """Hold a growing edit until its message's interval has passed since the platform took the
+        last call (the renderer spaces edits when it makes them; a slow call before this one — a
+        post waiting for its budget, say — would otherwise bunch them up on the platform's side).
+        False when a newer edit replaced it meanwhile."""
+        interval = self._renderer.limits.min_edit_interval_s
+        while not self._superseded(op):
+            wait = self._last_sent.get(op.index, float("-inf")) + interval - self._clock()
+            if wait <= 0:
+                return True
+            self._wake.clear()  # anything queued meanwhile is still in the queue when we return
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                pass
+        return False
 
     def _superseded(self, op: Edit) -> bool:
         return any(isinstance(o, Edit) and o.index == op.index for o in self._queue)
@@ -157,6 +175,7 @@ class ReplyStream:
                     self._refs[op.index] = await self._sink.post(op.text)
                 else:
                     await self._sink.edit(ref, op.text, final=op.final)
+                self._last_sent[op.index] = self._clock()
                 return
             except asyncio.CancelledError:
                 raise

@@ -111,3 +111,38 @@ class TestLimitsChange:
         await reply.close()
         texts = [c.text for c in sink.calls if c.kind in ("post", "edit")]
         assert texts == ["one", "one two ▌", "one two"]
+
+
+class TestSendSpacing:
+    """Edits of one message are spaced by when the platform took them, not only when rendered."""
+
+    async def test_a_slow_post_does_not_bunch_the_next_edit(self) -> None:
+        """A post that takes long to land is followed by an edit no sooner than the interval after it."""
+        limits = RenderLimits(max_chars=500, split_chars=400, min_edit_interval_s=0.2)
+        release = asyncio.Event()
+
+        class SlowPostSink(RecordingSink):
+            async def post(self, text: str) -> str:
+                await release.wait()  # the platform takes its time
+                return await super().post(text)
+
+        sink = SlowPostSink(limits=limits)
+        reply = ReplyStream(sink)
+        await reply.open()
+        asyncio.get_running_loop().call_later(0.3, release.set)
+        await reply.push("a")
+        await reply.push("b")  # due 0.2 s after the post was made, while the post is still in flight
+        edited = asyncio.Event()
+        original = sink.edit
+
+        async def edit(ref: str, text: str, *, final: bool) -> None:
+            await original(ref, text, final=final)
+            edited.set()
+
+        sink.edit = edit  # type: ignore[method-assign]
+        async with asyncio.timeout(5):
+            await edited.wait()
+        await reply.close()
+        post, growing = sink.calls[1], sink.calls[2]
+        assert (post.kind, growing.kind, growing.text) == ("post", "edit", "ab")
+        assert growing.at - post.at >= 0.2 - 0.005
