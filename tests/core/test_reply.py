@@ -70,16 +70,8 @@ class TestReplyStream:
         await reply.open()
         await reply.push("first")
         await reply.push(" second")
-        seen = asyncio.Event()
-        original = sink.edit
-
-        async def watch(ref: str, text: str, *, final: bool) -> None:
-            await original(ref, text, final=final)
-            seen.set()
-
-        sink.edit = watch  # type: ignore[method-assign]
         async with asyncio.timeout(5):
-            await seen.wait()
+            await sink.edited.wait()
         assert sink.final_texts == ["first second"]
         await reply.close()
         assert sink.calls[-2].final
@@ -93,21 +85,13 @@ class TestLimitsChange:
         plain = RenderLimits(max_chars=500, split_chars=400, min_edit_interval_s=0.0)
         marked = RenderLimits(max_chars=500, split_chars=400, min_edit_interval_s=0.0, streaming_indicator=" ▌")
         sink = RecordingSink(limits=plain)
-        edited = asyncio.Event()
-        original = sink.edit
-
-        async def edit(ref: str, text: str, *, final: bool) -> None:
-            await original(ref, text, final=final)
-            edited.set()
-
-        sink.edit = edit  # type: ignore[method-assign]
         reply = ReplyStream(sink)
         await reply.open()
         await reply.push("one")
         sink.limits = marked
         await reply.push(" two")
         async with asyncio.timeout(5):
-            await edited.wait()  # let the growing edit go out before the final one supersedes it
+            await sink.edited.wait()  # let the growing edit go out before the final one supersedes it
         await reply.close()
         texts = [c.text for c in sink.calls if c.kind in ("post", "edit")]
         assert texts == ["one", "one two ▌", "one two"]
@@ -132,16 +116,8 @@ class TestSendSpacing:
         asyncio.get_running_loop().call_later(0.3, release.set)
         await reply.push("a")
         await reply.push("b")  # due 0.2 s after the post was made, while the post is still in flight
-        edited = asyncio.Event()
-        original = sink.edit
-
-        async def edit(ref: str, text: str, *, final: bool) -> None:
-            await original(ref, text, final=final)
-            edited.set()
-
-        sink.edit = edit  # type: ignore[method-assign]
         async with asyncio.timeout(5):
-            await edited.wait()
+            await sink.edited.wait()
         await reply.close()
         post, growing = sink.calls[1], sink.calls[2]
         assert (post.kind, growing.kind, growing.text) == ("post", "edit", "ab")

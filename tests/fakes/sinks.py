@@ -36,6 +36,7 @@ class RecordingSink:
     calls: list[SinkCall] = field(default_factory=list)
     footers: list[ReplyInfo] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    edited: asyncio.Event = field(default_factory=asyncio.Event)  # set by every successful edit
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     first_text: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -56,6 +57,7 @@ class RecordingSink:
             raise RuntimeError("edit failed (scripted)")
         self.messages[ref] = text
         self.calls.append(SinkCall("edit", ref, text, final, time.monotonic()))
+        self.edited.set()
         self._note_text(text)
 
     async def finish(self) -> None:
