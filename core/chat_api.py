@@ -207,13 +207,13 @@ class ChatClient:
         raise AllModelsFailed(failures)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        """The whole reply at once (no streaming), with the same fallback chain."""
-        text: list[str] = []
+        """The whole reply at once, for callers that show nothing while it grows. It is streamed
+        underneath, so the first-token and gap deadlines and the continuation rules still apply."""
 
-        async def collect(piece: str) -> None:
-            text.append(piece)
+        async def ignore(piece: str) -> None:
+            return None
 
-        return await self.stream(request, collect)
+        return await self.stream(request, ignore)
 
     async def list_models(self, *, app_id: str | None = None) -> list[str]:
         """`GET {base}/models`: the model ids the key can use. Raises a `ChatAPIError`."""

@@ -57,15 +57,6 @@ class ReplyStream:
         """The model text received so far."""
         return self._renderer.text
 
-    @property
-    def shown(self) -> bool:
-        """Whether any model text has been sent to the platform."""
-        return any(seg.body and seg.posted for seg in self._renderer.segments)
-
-    @property
-    def message_refs(self) -> list[str]:
-        return [self._refs[i] for i in sorted(self._refs)]
-
     async def open(self) -> None:
         """Show the working signal and the placeholder, if the platform uses one."""
         self._worker = asyncio.create_task(self._run(), name="reply-stream")

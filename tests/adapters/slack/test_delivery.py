@@ -209,6 +209,21 @@ class TestSeveralApps:
             assert alpha.bot.middleware is not None and alpha.bot.middleware.dropped == {"other_app": 1}
 
 
+async def stop_while_inside_bolt(rig: SlackRig, held: HeldEvent, late: dict[str, Any]) -> None:
+    """Post `late`, hold it inside Bolt, begin stop(), then let it go: it must get its 200 and
+    stop() must wait for its answer."""
+    late_status = asyncio.create_task(rig.post(late))
+    async with asyncio.timeout(STOP_DEADLINE_S):
+        await held.entered.wait()
+    stopping = asyncio.create_task(rig.bot.stop())
+    await asyncio.sleep(0)  # one turn of the loop: stop() closes intake before its first wait
+    assert not rig.bot.ready
+    held.release.set()
+    async with asyncio.timeout(STOP_DEADLINE_S):
+        assert await late_status == 200
+        await stopping
+
+
 class TestShutdown:
     """stop(): no new work, replies in flight finish or end in a final state."""
 
@@ -226,16 +241,7 @@ class TestShutdown:
             held = HeldEvent(rig, late["event_id"], monkeypatch)
             assert await rig.post(first) == 200
             await rig.fake.wait_for(lambda: bool(rig.fake.calls_to("chat.postMessage")))
-            late_status = asyncio.create_task(rig.post(late))
-            async with asyncio.timeout(STOP_DEADLINE_S):
-                await held.entered.wait()
-            stopping = asyncio.create_task(rig.bot.stop())
-            await asyncio.sleep(0)  # one turn of the loop: stop() closes intake before its first wait
-            assert not rig.bot.ready
-            held.release.set()
-            async with asyncio.timeout(STOP_DEADLINE_S):
-                assert await late_status == 200
-                await stopping
+            await stop_while_inside_bolt(rig, held, late)
             assert rig.replies(first) == [first_text]
             assert rig.replies(late) == [late_text]
 
@@ -247,16 +253,7 @@ class TestShutdown:
         async with slack_rig() as rig:
             late = rig.mention_payload("<@UBOT> anyone?")
             held = HeldEvent(rig, late["event_id"], monkeypatch)
-            late_status = asyncio.create_task(rig.post(late))
-            async with asyncio.timeout(STOP_DEADLINE_S):
-                await held.entered.wait()
-            stopping = asyncio.create_task(rig.bot.stop())
-            await asyncio.sleep(0)  # one turn of the loop: stop() closes intake before its first wait
-            assert not rig.bot.ready
-            held.release.set()
-            async with asyncio.timeout(STOP_DEADLINE_S):
-                assert await late_status == 200
-                await stopping
+            await stop_while_inside_bolt(rig, held, late)
             assert rig.replies(late) == ["Answered on the way out."]
 
     async def test_stop_waits_for_replies_in_flight(self, slack_rig: RigFactory, chat_api: FakeChatAPI) -> None:
