@@ -67,20 +67,6 @@ class RedisCoordination:
         self._local_events[name] = now
         return True
 
-    async def conversation_busy(self, bot: str, key: ConversationKey) -> bool:
-        name = self._keys.lock(bot, key)
-        local = self._local_locks.get(name)
-        if local is not None and local.locked():
-            return True
-        if self._circuit.is_open:
-            return False
-        try:
-            return bool(await self._redis.exists(name))
-        except (RedisError, OSError) as exc:
-            self._circuit.record_failure()
-            log.warning("coordination.degraded", op="busy", error=type(exc).__name__)
-            return False
-
     @asynccontextmanager
     async def conversation_lock(self, bot: str, key: ConversationKey) -> AsyncIterator[None]:
         name = self._keys.lock(bot, key)

@@ -150,27 +150,30 @@ class ConversationEngine:
         reply = ReplyStream(sink, clock=self._clock)
         await reply.open()
         try:
+            # The lock orders turns, not deliveries: it is released once the answer is saved and
+            # every message of the reply is posted (posts fix the order in the conversation); the
+            # final edits land after it, so the next turn's model request does not wait for them.
             async with self._coordination.conversation_lock(self.profile.name, message.conversation):
                 if command in RESET_COMMANDS:
                     return await self._reset(message, reply)
                 if command in HELP_COMMANDS:
-                    await reply.close(note=self.help_text())
+                    reply.end(note=self.help_text())
+                    await reply.posts_landed()
                     return TurnOutcome(status="command")
                 return await self._answer(message, reply)
         finally:
-            if not reply.closed:  # only when something above raised: never leave a placeholder
-                await asyncio.shield(reply.close(note=INTERRUPTED_NOTE if reply.text else APOLOGY_INTERNAL))
+            # Outside the lock. The note counts only when nothing above ended the reply (it
+            # raised): never leave a placeholder.
+            await asyncio.shield(reply.close(note=INTERRUPTED_NOTE if reply.text else APOLOGY_INTERNAL))
 
     async def has_history(self, conversation: ConversationKey) -> bool:
         """Whether this bot is in `conversation` (e.g. a Slack thread it answered in): it has
         turns there, a user reset it there, or a turn is being answered there right now. False
         when the store is down: the adapter then asks for a mention."""
         try:
-            if await self._history.exists(conversation):
-                return True
+            return await self._history.exists(conversation, or_in_progress=True)
         except HistoryUnavailable:
             return False
-        return await self._coordination.conversation_busy(self.profile.name, conversation)
 
     async def reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         """The `reset` command, for adapters with a native command (a Discord slash command)."""
@@ -290,7 +293,8 @@ class ConversationEngine:
             history_trimmed=trimmed, truncated=result.truncated,
         ))
         note = "\n".join(n for n in [*notes, footer] if n) or None
-        await reply.close(note=note)
+        reply.end(note=note)
+        await reply.posts_landed()
         if reply.undeliverable is not None:
             log.warning("turn.undeliverable", error=str(reply.undeliverable),
                         latency_ms=self._ms_since(started))

@@ -74,9 +74,11 @@ class RedisHistory:
         except (RedisError, OSError) as exc:
             raise self._failed("clear", exc) from exc
 
-    async def exists(self, key: ConversationKey) -> bool:
+    async def exists(self, key: ConversationKey, *, or_in_progress: bool = False) -> bool:
         self._skip_if_down("read")
-        names = (self._keys.history(self._bot, key), self._keys.reset_marker(self._bot, key))
+        names = [self._keys.history(self._bot, key), self._keys.reset_marker(self._bot, key)]
+        if or_in_progress:
+            names.append(self._keys.lock(self._bot, key))  # held while a turn is answered
         try:
             found = await self._redis.exists(*names)  # one slot: both keys share the hash tag
         except (RedisError, OSError) as exc:

@@ -22,6 +22,11 @@ class RenderLimits:
     updates of one message. `placeholder` (or None) is posted before the first token arrives.
     `close_open_fences` closes an unclosed code fence in every in-progress update so it renders;
     a terminal that prints only what was added sets it False.
+
+    `grow_by_edits=False` is the posts-only shape, for a reply that may not spend the platform's
+    edit budget (Slack under load): nothing shown is ever edited; completed paragraphs, lines or
+    sentences go out as new messages, the first `first_chunk_after_s` after the first text and the
+    next at least `min_edit_interval_s` apart, and the rest with the final text.
     """
 
     max_chars: int
@@ -30,6 +35,8 @@ class RenderLimits:
     placeholder: str | None = None
     streaming_indicator: str = ""
     close_open_fences: bool = True
+    grow_by_edits: bool = True
+    first_chunk_after_s: float = 0.5
 
 
 class ReplySink(Protocol):
@@ -78,8 +85,9 @@ class HistoryStore(Protocol):
     async def clear(self, key: ConversationKey) -> None:
         """Forget the conversation, remembering that it was reset."""
 
-    async def exists(self, key: ConversationKey) -> bool:
-        """Whether the bot has talked in this conversation (turns stored, or reset by a user)."""
+    async def exists(self, key: ConversationKey, *, or_in_progress: bool = False) -> bool:
+        """Whether the bot has talked in this conversation (turns stored, or reset by a user), or
+        with `or_in_progress` is answering a turn there right now (any replica). One round trip."""
 
 
 class Coordination(Protocol):
@@ -91,8 +99,6 @@ class Coordination(Protocol):
     def conversation_lock(self, bot: str, key: ConversationKey) -> AbstractAsyncContextManager[None]:
         """Held while one turn of the conversation is answered, so turns run in order."""
 
-    async def conversation_busy(self, bot: str, key: ConversationKey) -> bool:
-        """Whether a turn of the conversation is being answered now, by any replica."""
 
 
 class UsageRecorder(Protocol):

@@ -7,6 +7,13 @@ bucket and is told how long to wait, so waiters queue first come, first served i
 at once. A caller that would rather skip than queue (an in-progress edit) passes `max_wait_s` and gets
 None, with nothing taken, when the queue is longer than that.
 
+Allocation on top of queueing: a budget too small for everyone (Slack's ~50 edits a minute for a
+whole workspace) can be handed out as claims. `admit` gives a holder a claim only while the bucket
+holds a token for every claim already out plus this one; `take_spare` spends a token only when one
+is left over beyond those claims. So a claim's last call (a reply's final edit, via `reserve`) never
+queues behind anyone's optional calls, and whoever is not admitted knows it at once and can do
+without (post instead of edit). Claims expire unless renewed, so a crashed holder frees its claim.
+
 When Redis fails the same arithmetic runs on a bucket in this process, so a replica alone still keeps
 to the budget; replicas then no longer share it, and the platform's own 429s are the backstop.
 
@@ -20,10 +27,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from core.redis_keys import RedisKeys
@@ -82,6 +90,48 @@ return tostring(tokens)
 """
 
 
+# KEYS[2]: the holders, a sorted set of holder → expiry (s). Drops expired claims, then counts.
+_LIVE_HOLDERS = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local held = redis.call('ZCARD', KEYS[2])
+local function claim(holder, expires)
+  redis.call('ZADD', KEYS[2], expires, holder)
+  redis.call('PEXPIRE', KEYS[2], math.ceil((expires - now) * 1000) + 1000)
+end
+"""
+
+# ARGV[4]: holder, ARGV[5]: its claim's expiry (s). Returns 1 when the holder has a claim (renewed),
+# 0 when the bucket cannot cover one more (nothing changes).
+ADMIT_SCRIPT = _REFILLED_BUCKET + _LIVE_HOLDERS + """
+local holder = ARGV[4]
+local expires = tonumber(ARGV[5])
+if redis.call('ZSCORE', KEYS[2], holder) then
+  claim(holder, expires)
+  return 1
+end
+if tokens < held + 1 then
+  return 0
+end
+claim(holder, expires)
+return 1
+"""
+
+# ARGV[4]: holder, ARGV[5]: expiry of its claim when renewed. Takes one token only when a token is
+# left for every live claim (the caller's own included) afterwards: returns 1 (taken) or 0.
+TAKE_SPARE_SCRIPT = _REFILLED_BUCKET + _LIVE_HOLDERS + """
+local holder = ARGV[4]
+if redis.call('ZSCORE', KEYS[2], holder) then
+  claim(holder, tonumber(ARGV[5]))
+end
+if tokens - 1 < held then
+  return 0
+end
+tokens = tokens - 1
+""" + _STORE_BUCKET + """
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class BucketSpec:
     """A bucket holding up to `capacity` tokens (the burst), refilled at `refill_per_s`.
@@ -103,6 +153,17 @@ class BucketSpec:
 class _LocalBucket:
     tokens: float
     at: float
+    holders: dict[str, float] = field(default_factory=dict)  # holder → claim expiry
+
+    def refill(self, spec: BucketSpec, now: float) -> None:
+        if now > self.at:
+            self.tokens = min(spec.capacity, self.tokens + (now - self.at) * spec.refill_per_s)
+            self.at = now
+
+    def live_holders(self, now: float) -> int:
+        for holder in [h for h, expires in self.holders.items() if expires <= now]:
+            del self.holders[holder]
+        return len(self.holders)
 
 
 def _reserve_locally(
@@ -140,6 +201,8 @@ class RateBudget:
         self._clock = clock
         self._script = redis.register_script(RESERVE_SCRIPT)
         self._hold_script = redis.register_script(HOLD_SCRIPT)
+        self._admit_script = redis.register_script(ADMIT_SCRIPT)
+        self._spare_script = redis.register_script(TAKE_SPARE_SCRIPT)
         self._local: dict[str, _LocalBucket] = {}
         self._degraded = False
         self._retry_redis_at = 0.0
@@ -196,11 +259,78 @@ class RateBudget:
         bucket = self._local.setdefault(name, _LocalBucket(tokens=spec.capacity, at=now))
         _hold_locally(bucket, spec, now, max(0.0, seconds))
 
+    async def admit(self, name: str, spec: BucketSpec, holder: str, *, ttl_s: float) -> bool:
+        """Give `holder` a claim on one future token of `name` (or renew its claim) for `ttl_s`,
+        if the bucket covers every claim out plus this one. One atomic round trip."""
+        now = self._clock()
+        reply = await self._allocation(self._admit_script, name, spec, now, holder, ttl_s)
+        if reply is None:
+            bucket = self._bucket_here(name, spec, now)
+            bucket.refill(spec, now)
+            held = bucket.live_holders(now)
+            if holder not in bucket.holders and bucket.tokens < held + 1:
+                return False
+            bucket.holders[holder] = now + ttl_s
+            return True
+        return bool(reply)
+
+    async def take_spare(self, name: str, spec: BucketSpec, holder: str, *, ttl_s: float) -> bool:
+        """Spend one token of `name` now, only if one is left for every claim afterwards; renews
+        `holder`'s claim when it has one. Never waits. One atomic round trip."""
+        now = self._clock()
+        reply = await self._allocation(self._spare_script, name, spec, now, holder, ttl_s)
+        if reply is None:
+            bucket = self._bucket_here(name, spec, now)
+            bucket.refill(spec, now)
+            held = bucket.live_holders(now)
+            if holder in bucket.holders:
+                bucket.holders[holder] = now + ttl_s
+            if bucket.tokens - 1 < held:
+                return False
+            bucket.tokens -= 1
+            return True
+        return bool(reply)
+
+    async def release(self, name: str, holder: str) -> None:
+        """`holder` needs its claim no more (its last call was made, or it never will be)."""
+        self._local.get(name, _LocalBucket(0.0, 0.0)).holders.pop(holder, None)
+        if self._degraded and self._clock() < self._retry_redis_at:
+            return
+        try:
+            await self._redis.zrem(self._keys.bucket_holders(name), holder)
+        except (RedisError, OSError) as exc:
+            log.info("rate_budget.release_failed", error=type(exc).__name__,
+                     note="the claim expires by itself")
+
+    async def _allocation(
+        self, script: AsyncScript, name: str, spec: BucketSpec, now: float, holder: str, ttl_s: float
+    ) -> int | None:
+        """Run an allocation script; None while Redis is down (the caller runs it here instead)."""
+        if self._degraded and now < self._retry_redis_at:
+            return None
+        try:
+            reply = await script(
+                keys=[self._keys.bucket(name), self._keys.bucket_holders(name)],
+                args=[repr(spec.capacity), repr(spec.refill_per_s), repr(now), holder, repr(now + ttl_s)],
+            )
+        except (RedisError, OSError) as exc:
+            if not self._degraded:
+                log.warning("rate_budget.degraded", error=type(exc).__name__)
+                self._degraded = True
+            self._retry_redis_at = now + REDIS_RETRY_INTERVAL_S
+            return None
+        if self._degraded:
+            log.info("rate_budget.recovered")
+            self._degraded = False
+        return int(reply)
+
+    def _bucket_here(self, name: str, spec: BucketSpec, now: float) -> _LocalBucket:
+        return self._local.setdefault(name, _LocalBucket(tokens=spec.capacity, at=now))
+
     def _reserve_here(
         self, name: str, spec: BucketSpec, now: float, max_wait_s: float | None
     ) -> float | None:
-        bucket = self._local.setdefault(name, _LocalBucket(tokens=spec.capacity, at=now))
-        return _reserve_locally(bucket, spec, now, max_wait_s)
+        return _reserve_locally(self._bucket_here(name, spec, now), spec, now, max_wait_s)
 
 
 def _parse_reply(reply: object) -> tuple[bool, float]:

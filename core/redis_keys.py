@@ -50,6 +50,10 @@ class RedisKeys:
     def bucket(self, name: str) -> str:
         return f"{self.prefix}:bucket:{{{name}}}"
 
+    def bucket_holders(self, name: str) -> str:
+        """Who holds a claim on bucket `name`'s tokens (`RateBudget.admit`); same slot as the bucket."""
+        return f"{self.prefix}:bucket:{{{name}}}:holders"
+
     def message_conversation(self, bot: str, ref: str) -> str:
         """Which conversation a platform message (`ref`, platform-qualified) belongs to."""
         return f"{self.prefix}:msgconv:{bot}:{ref}"

@@ -4,6 +4,11 @@ It owns the timing the pure renderer cannot: a timer that sends a held-back upda
 due, and one worker that talks to the sink so at most one platform call per reply is in flight.
 While a call is in flight newer edits of the same message replace older queued ones (newest text
 wins); posts and final edits are never dropped.
+
+Posts go before queued edits: a post decides where a message sits in the conversation, an edit only
+what it says. So once `end` has fixed the final text, `posts_landed` returns as soon as every
+message of the reply exists, and the caller may let the conversation's next turn start while the
+final edits are still on their way (`close` waits for those).
 """
 
 from __future__ import annotations
@@ -39,7 +44,11 @@ class ReplyStream:
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self.failed_operations = 0
-        self._closed = False
+        self._ended = False  # `end` ran: the final text is decided
+        self._delivery: asyncio.Task[None] | None = None  # `close`: final states, then sink.finish
+        self._posts_pending = 0
+        self._posts_idle = asyncio.Event()
+        self._posts_idle.set()
         self.undeliverable: ReplyUndeliverable | None = None  # set when the sink gave up for good
         self._last_sent: dict[int, float] = {}  # message index → when its last call went out
 
@@ -48,9 +57,9 @@ class ReplyStream:
         return self._sink
 
     @property
-    def closed(self) -> bool:
-        """`close` has run: the platform has every final state."""
-        return self._closed
+    def ended(self) -> bool:
+        """`end` (or `close`) has run: the final text is decided."""
+        return self._ended
 
     @property
     def text(self) -> str:
@@ -64,6 +73,8 @@ class ReplyStream:
             await self._sink.start()
         except Exception as exc:  # a failed typing indicator must not cost the answer
             log.warning("reply.start_failed", error=repr(exc))
+        if self._sink.limits is not self._renderer.limits:
+            self._renderer.adopt_limits(self._sink.limits)  # the sink chose how this reply grows
         self._enqueue(self._renderer.start(self._clock()))
 
     async def push(self, delta: str) -> None:
@@ -78,20 +89,36 @@ class ReplyStream:
         self._enqueue(self._renderer.feed(delta, self._clock()))
         self._arm_timer()
 
-    async def close(self, note: str | None = None) -> None:
-        """Finish the reply with `note` after the text (or as the whole text when there is none)
-        and wait until the platform has every final state. Only the first call counts."""
-        if self._closed:
+    def end(self, note: str | None = None) -> None:
+        """Decide the final text: the text so far with `note` after it (or `note` alone when there
+        is none). The final states are queued at once; `close` waits for them. Only the first call
+        (of `end` or `close`) sets the note."""
+        if self._ended:
             return
-        self._closed = True
+        self._ended = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._enqueue(self._renderer.finish(self._clock(), note))
         self._closing = True
         self._wake.set()
+
+    async def posts_landed(self) -> None:
+        """Wait until every message of the reply queued so far exists on the platform (or the
+        platform refused the reply for good); edits may still be on their way."""
+        await self._posts_idle.wait()
+
+    async def close(self, note: str | None = None) -> None:
+        """`end(note)`, then wait until the platform has every final state and the working signal
+        is cleared. Safe to call more than once and from several tasks."""
+        self.end(note)
+        if self._delivery is None:
+            self._delivery = asyncio.create_task(self._deliver(), name="reply-delivery")
+        await asyncio.shield(self._delivery)
+
+    async def _deliver(self) -> None:
         if self._worker is not None:
-            await asyncio.shield(self._worker)
+            await self._worker
         try:
             await self._sink.finish()
         except Exception as exc:
@@ -102,7 +129,25 @@ class ReplyStream:
     def _enqueue(self, ops: list[Operation]) -> None:
         if ops:
             self._queue.extend(ops)
+            posts = sum(1 for op in ops if isinstance(op, Post))
+            if posts:
+                self._posts_pending += posts
+                self._posts_idle.clear()
             self._wake.set()
+
+    def _next_operation(self) -> Operation:
+        """The oldest queued post if there is one, else the oldest operation. A message's post is
+        always queued before its edits, so no edit can overtake the post it needs."""
+        for i, op in enumerate(self._queue):
+            if isinstance(op, Post):
+                del self._queue[i]
+                return op
+        return self._queue.popleft()
+
+    def _post_done(self) -> None:
+        self._posts_pending -= 1
+        if self._posts_pending == 0:
+            self._posts_idle.set()
 
     def _arm_timer(self) -> None:
         if self._timer is not None and not self._timer.done():
@@ -125,12 +170,16 @@ class ReplyStream:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                op = self._queue.popleft()
-                if self.undeliverable is not None:
-                    continue  # nothing more can be shown: drop, do not repost
-                if isinstance(op, Edit) and not op.final and not await self._wait_for_turn(op):
-                    continue
-                await self._execute(op)
+                op = self._next_operation()
+                try:
+                    if self.undeliverable is not None:
+                        continue  # nothing more can be shown: drop, do not repost
+                    if isinstance(op, Edit) and not op.final and not await self._wait_for_turn(op):
+                        continue
+                    await self._execute(op)
+                finally:
+                    if isinstance(op, Post):
+                        self._post_done()
             if self._closing and not self._queue:
                 return
 

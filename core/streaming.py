@@ -7,7 +7,8 @@ can drive it through any sequence of deltas and timings. It guarantees, for ever
 - no operation's text exceeds `RenderLimits.max_chars`;
 - code fences are balanced in every message (closed at a split, reopened in the next message);
 - two updates of one message are at least `min_edit_interval_s` apart, except the final one;
-- the last state of every message is final text, never the placeholder.
+- the last state of every message is final text, never the placeholder;
+- with `grow_by_edits=False`, no message is ever edited: each is posted once, with its final text.
 
 What a message shows is `prefix + body + suffix (+ indicator while streaming)`: `prefix` reopens a
 code fence the previous message had to close, `suffix` closes one or carries the closing note.
@@ -29,6 +30,8 @@ NOTE_SEPARATOR = "\n\n"
 CLEAN_BOUNDARIES = ("\n\n", "\n", ". ", "! ", "? ", " ")
 # A clean boundary is only taken past this share of the limit: cutting earlier wastes messages.
 MIN_CUT_FRACTION = 0.3
+# Where a posts-only reply may end a message early, best first: never mid-sentence.
+CHUNK_BOUNDARIES = ("\n\n", "\n", ". ", "! ", "? ")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class StreamRenderer:
     segments: list[Segment] = field(default_factory=list)
     _fence_at_segment_start: _FenceState = field(default_factory=_FenceState)
     _finished: bool = False
+    _first_text_at: float | None = None  # posts-only: when the first visible text arrived
+    _last_chunk_at: float | None = None  # posts-only: when the last early message went out
 
     def __post_init__(self) -> None:
         needed = self.limits.split_chars + FENCE_OVERHEAD_CHARS + len(self.limits.streaming_indicator)
@@ -144,7 +149,8 @@ class StreamRenderer:
     def start(self, now: float) -> list[Operation]:
         """Before the first token: post the placeholder, if the platform uses one."""
         current = self.segments[-1]
-        if self.limits.placeholder is None or current.posted:
+        # A posts-only reply never edits, so a placeholder could never be replaced.
+        if self.limits.placeholder is None or current.posted or not self.limits.grow_by_edits:
             return []
         current.posted = True
         current.showing_placeholder = True
@@ -157,6 +163,8 @@ class StreamRenderer:
             raise RuntimeError("feed() after finish()")
         ops: list[Operation] = []
         self.segments[-1].body += delta
+        if self._first_text_at is None and delta.strip():
+            self._first_text_at = now
         ops.extend(self._split_overflow(now))
         ops.extend(self._update_current(now))
         return ops
@@ -164,6 +172,8 @@ class StreamRenderer:
     def due_at(self) -> float | None:
         """When a held-back update of the current message may be sent, or None if nothing waits."""
         current = self.segments[-1]
+        if not self.limits.grow_by_edits:
+            return None if self._finished or self._chunk_cut(current) is None else self._chunk_due()
         if self._finished or not self._has_unsent(current):
             return None
         if current.last_update_at is None:
@@ -254,7 +264,46 @@ class StreamRenderer:
         segment.posted = True
         return [Post(index, text)]
 
+    def _chunk_due(self) -> float:
+        """Posts-only: when the next early message may go out."""
+        if self._last_chunk_at is not None:
+            return self._last_chunk_at + self.limits.min_edit_interval_s
+        first = self._first_text_at if self._first_text_at is not None else 0.0
+        return first + self.limits.first_chunk_after_s
+
+    def _chunk_cut(self, segment: Segment) -> int | None:
+        """Posts-only: the end of the longest finished stretch of `segment` (a paragraph, line or
+        sentence) that leaves no code fence open, or None."""
+        body = segment.body
+        for boundary in CHUNK_BOUNDARIES:
+            end = len(body)
+            while (found := body.rfind(boundary, 0, end)) > 0:
+                cut = found + len(boundary)
+                if body[:cut].strip() and not _fence_state(self._fence_at_segment_start, body[:cut]).open:
+                    return cut
+                end = found
+        return None
+
+    def _post_chunk(self, now: float) -> list[Operation]:
+        """Posts-only: send what is finished as a message of its own, if one is due."""
+        current = self.segments[-1]
+        if now < self._chunk_due():
+            return []
+        cut = self._chunk_cut(current)
+        if cut is None:
+            return []
+        rest = current.body[cut:]
+        current.body = current.body[:cut]
+        current.suffix = ""
+        ops = self._send_final(current, len(self.segments) - 1)
+        self._fence_at_segment_start = _FenceState()
+        self.segments.append(Segment(body=rest))
+        self._last_chunk_at = now
+        return ops
+
     def _update_current(self, now: float) -> list[Operation]:
+        if not self.limits.grow_by_edits:
+            return self._post_chunk(now)
         current = self.segments[-1]
         # The cheap time check first: rendering the live text scans the message for fences.
         if current.last_update_at is not None and (

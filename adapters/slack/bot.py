@@ -82,6 +82,10 @@ STOP_GRACE_S = 190.0  # SIGTERM: replies end by the chat deadline (180 s); the d
 # signal's clean-up (single calls of at most SIGNAL_TIMEOUT_S): this long is left for those.
 CLEANUP_GRACE_S = SIGNAL_TIMEOUT_S + 1.0
 
+# Workspaces whose pacer is kept. Events of other teams are dropped (`translate.drop_reason`), so an
+# app sees its own workspace (and an Enterprise Grid's few); the bound only caps what a bug could grow.
+MAX_PACERS = 64
+
 StreamingMode = Literal["edits", "native"]
 
 
@@ -225,10 +229,16 @@ class SlackBot:
         if app is None or not self._accepting:
             # Not started yet or shutting down: Slack retries, and this or another replica answers.
             return web.json_response({"ok": False, "error": "not_ready"}, status=503)
+        # Slack sends UTF-8 JSON or form bodies; anything else is refused here with a 400, before
+        # Bolt (which would fail decoding it with a 500 and a traceback).
+        try:
+            bolt_request = await to_bolt_request(request)
+        except (UnicodeDecodeError, ValueError) as exc:
+            log.warning("slack.bad_request", bot=self.name, error=type(exc).__name__)
+            return web.json_response({"ok": False, "error": "invalid_body"}, status=400)
         # Its own task, tracked, so stop() waits for a request that got past the 503 above; shielded
         # so a client hanging up does not cancel an event Bolt may already have acked.
-        dispatch = asyncio.create_task(app.async_dispatch(await to_bolt_request(request)),
-                                       name=f"slack-{self.name}-dispatch")
+        dispatch = asyncio.create_task(app.async_dispatch(bolt_request), name=f"slack-{self.name}-dispatch")
         self._dispatches.add(dispatch)
         dispatch.add_done_callback(self._dispatches.discard)
         response = await asyncio.shield(dispatch)
@@ -375,11 +385,13 @@ class SlackBot:
         return await self._engine.has_history(conversation_for(event, team_id))
 
     def _pacer(self, team_id: str) -> WorkspacePacer:
-        pacer = self._pacers.get(team_id)
+        pacer = self._pacers.pop(team_id, None)
         if pacer is None:
             pacer = WorkspacePacer(self._budget, self._config.pacing, app_id=self.identity.app_id,
                                    team_id=team_id)
-            self._pacers[team_id] = pacer
+        self._pacers[team_id] = pacer  # most recently used last
+        while len(self._pacers) > MAX_PACERS:  # a pacer holds no state of its own: Redis has it
+            del self._pacers[next(iter(self._pacers))]
         return pacer
 
     def _seed_loader(self, event: SlackEvent) -> SeedLoader:

@@ -22,8 +22,14 @@ SLACK_TIER3_PER_MINUTE = 50  # chat.update is Tier 3: about 50 calls a minute pe
 SLACK_RATE_WINDOW_S = 60.0  # Slack counts calls over a minute
 # Spend 90%: a call reserved now reaches Slack a little later, so calls bunch up slightly at Slack's end.
 PACING_HEADROOM = 0.1
-# Back-to-back calls allowed before the steady rate applies: small, so one burst cannot spend the minute.
-PACING_BURST = 5
+# Back-to-back calls allowed before the steady rate applies. It is also how many replies may stream
+# by edits at once in a workspace (each is admitted only while a token is kept for its final edit),
+# so it is a fifth of the minute: enough for a team's ordinary traffic, and the rest still refills
+# at ~35 calls a minute.
+PACING_BURST = 10
+# An admitted reply's claim on its final edit lapses unless renewed this often (each progress edit
+# renews it), so a replica that dies mid-reply frees its claim.
+EDIT_CLAIM_TTL_S = 120.0
 # An in-progress edit that would wait longer than this for its turn is skipped (a later or the final
 # edit carries its text), which keeps the queue short for the final edits that must land.
 SHED_AFTER_S = 2.0
@@ -113,12 +119,24 @@ class WorkspacePacer:
         return await self._budget.reserve(self._name(method), self._spec,
                                           max_wait_s=None if must_land else limit)
 
-    async def wait_to_post(self, channel: str, *, continuation: bool) -> None:
-        """A reply's first post never waits (it is what the user is waiting for) but takes a token
-        when one is free, so continuations queue behind it; a continuation waits for its turn."""
-        wait = await self._budget.reserve(self._post_name(channel), self._post_spec,
-                                          max_wait_s=None if continuation else 0.0)
-        await _spend(wait)
+    async def admit_edits(self, method: str, holder: str) -> bool:
+        """Whether reply `holder` may grow by `method` (chat.update): only while the budget keeps a
+        token for the final edit of every reply already admitted, and one for this one."""
+        return await self._budget.admit(self._name(method), self._spec, holder, ttl_s=EDIT_CLAIM_TTL_S)
+
+    async def spare_turn(self, method: str, holder: str) -> bool:
+        """A progress edit of an admitted reply: now, from what no admitted reply's final edit
+        needs, or not at all (a later or the final edit carries its text)."""
+        return await self._budget.take_spare(self._name(method), self._spec, holder,
+                                             ttl_s=EDIT_CLAIM_TTL_S)
+
+    async def release_edits(self, method: str, holder: str) -> None:
+        await self._budget.release(self._name(method), holder)
+
+    async def wait_to_post(self, channel: str) -> None:
+        """Every post waits for the channel's turn: Slack allows about one a second per channel
+        with short bursts, and a post it refuses costs more than one that waits."""
+        await _spend(await self._budget.reserve(self._post_name(channel), self._post_spec))
 
     async def hold(self, method: str, seconds: float) -> None:
         """Slack answered 429 with `Retry-After: seconds`: make every later caller of `method`, in

@@ -5,11 +5,17 @@ Slack's budgets are per method, so each step of a reply spends a different one a
 never waits behind other replies' edits: the working signal is a reaction on the user's message (or,
 in an assistant thread, `assistant.threads.setStatus`), the first text is the `chat.postMessage`, and
 only later growth draws on the workspace's shared `chat.update` budget (`pacing.WorkspacePacer`).
-Continuation posts of a long reply wait for the channel's `chat.postMessage` budget (~1/s).
-In-progress edits that would wait too long are skipped; posts and final edits always land, retried
-after Slack's `Retry-After` (slack-sdk's retry handler first, then here), and every 429 holds back
-the shared bucket so other replies and replicas wait too. Text goes out as `markdown_text`, which
-Slack renders as standard Markdown.
+
+That budget (~50 edits a minute for the whole workspace) is allocated, not queued for: a reply grows
+by edits only if, when it starts, the budget still keeps a final edit for every reply already doing
+so and one for it (`WorkspacePacer.admit_edits`); its progress edits take only what no admitted
+reply's final edit needs, so its final edit goes out at once. A reply not admitted is delivered by
+posts (`post_limits`): finished paragraphs, lines or sentences become messages of their own as they
+complete, and the rest follows with the final text; posts are paced per channel (~1/s), not per
+workspace. Every post waits for its channel's turn; posts and final edits always land, retried after
+Slack's `Retry-After` (slack-sdk's retry handler first, then here), and every 429 holds back the
+shared bucket so other replies and replicas wait too. Text goes out as `markdown_text`, which Slack
+renders as standard Markdown, with every mention token neutralised (`neutralise_mentions`).
 
 Slack errors become `PlatformError` here, and `ReplyUndeliverable` when more calls cannot help (the
 channel is gone, the bot is not in it or may not post, a moderator deleted the reply).
@@ -26,6 +32,8 @@ closes an open code fence like any edited reply; the final text is exact either 
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
@@ -49,6 +57,20 @@ SLACK_MAX_CHARS = 4000  # chat.update rejects longer text with msg_too_long
 SLACK_SPLIT_CHARS = 3500  # continue in a new message past this: room for a closing fence and the indicator
 SLACK_MIN_EDIT_INTERVAL_S = 1.0  # chat.update is Tier 3 (~50/min per workspace): ≤ 1 edit/s per message
 STREAMING_INDICATOR = " ▍"  # shows the answer is still growing; gone from the final text
+# A reply delivered by posts (not admitted to the workspace's edit budget): its first finished
+# stretch goes out this long after the first text (a short answer stays one message), the next ones
+# at least this far apart (each post also waits for the channel's ~1/s turn).
+FIRST_CHUNK_AFTER_S = 0.5
+POST_CHUNK_INTERVAL_S = 2.0
+# Slack turns `<!here>`, `<!channel>`, `<!everyone>`, `<!subteam^ID>` and `<@U…>` into notifications,
+# in `text` and in `markdown_text` alike ("Formatting text for app surfaces": special mentions and
+# user mentions are written `<!…>`/`<@…>`; https://api.slack.com/reference/surfaces/formatting).
+# The bot's text is the model's, which anyone can steer, so each such token is broken by a zero-width
+# space after the `<` (or after `&lt;`, should Slack decode entities first): it reads the same and
+# notifies no one. Only what follows the `<` decides, so a growing text keeps its earlier form as a
+# prefix (native streams append to what was sent).
+MENTION_TOKEN = re.compile(r"(<|&lt;)(?=[!@])")
+ZERO_WIDTH_SPACE = "\u200b"
 WORKING_REACTION = "eyes"  # on the user's message while the bot works
 ASSISTANT_STATUS = "is thinking…"  # assistant threads show this under the thread instead
 SIGNAL_TIMEOUT_S = 3.0  # one working-signal call; best effort, never worth waiting longer for
@@ -84,6 +106,20 @@ def edit_limits(min_edit_interval_s: float = SLACK_MIN_EDIT_INTERVAL_S) -> Rende
         placeholder=None,  # the reaction is the working signal; the first text is the post
         streaming_indicator=STREAMING_INDICATOR,
     )
+
+
+def post_limits() -> RenderLimits:
+    """Replies delivered by posts: never edited, so no indicator and no provisional fence."""
+    return RenderLimits(
+        max_chars=SLACK_MAX_CHARS, split_chars=SLACK_SPLIT_CHARS, min_edit_interval_s=POST_CHUNK_INTERVAL_S,
+        placeholder=None, streaming_indicator="", close_open_fences=False, grow_by_edits=False,
+        first_chunk_after_s=FIRST_CHUNK_AFTER_S,
+    )
+
+
+def neutralise_mentions(text: str) -> str:
+    """`text` with every Slack mention token made inert (see `MENTION_TOKEN`)."""
+    return MENTION_TOKEN.sub(lambda m: m.group(1) + ZERO_WIDTH_SPACE, text)
 
 
 def native_limits(min_edit_interval_s: float = SLACK_MIN_EDIT_INTERVAL_S) -> RenderLimits:
@@ -174,12 +210,19 @@ class SlackReplySink:
         self._streams: dict[str, str] = {}  # ts → text appended so far, for messages still streaming
         self._signal: asyncio.Task[WorkingSignal | None] | None = None
         self._posts = 0
+        self._holder = uuid.uuid4().hex  # this reply, in the workspace's edit allocation
+        self._admitted = False  # grows by chat.update with a final edit kept for it
         self.shed_edits = 0  # in-progress edits skipped because the workspace budget was queued up
         self.stream_fallbacks = 0  # native streams that fell back to edits
 
     @property
     def limits(self) -> RenderLimits:
         return self._limits
+
+    @property
+    def by_posts(self) -> bool:
+        """Whether this reply is delivered by posts (the workspace's edit budget was allocated)."""
+        return not self._limits.grow_by_edits
 
     @property
     def native(self) -> bool:
@@ -196,17 +239,22 @@ class SlackReplySink:
         turn = None if status_first else await self._reaction_turn()
         self._signal = asyncio.create_task(self._show_working(status_first, turn),
                                            name="slack-working-signal")
+        if not self._native:
+            self._admitted = await self._pacer.admit_edits("chat.update", self._holder)
+            if not self._admitted:
+                self._limits = post_limits()
+                log.info("slack.reply_by_posts", reason="workspace edit budget allocated")
 
     async def post(self, text: str) -> str:
         target = self._target
-        await self._pacer.wait_to_post(target.channel, continuation=self._posts > 0)
+        await self._pacer.wait_to_post(target.channel)
         self._posts += 1
         if self._native:
             ts = await self._start_stream(text)
             if ts is not None:
                 return ts
         response = await self._must_land("chat.postMessage", lambda: self._client.chat_postMessage(
-            channel=target.channel, thread_ts=target.thread_ts, markdown_text=text,
+            channel=target.channel, thread_ts=target.thread_ts, markdown_text=neutralise_mentions(text),
         ), post_channel=target.channel)
         return str(response["ts"])
 
@@ -216,7 +264,11 @@ class SlackReplySink:
         if final:
             await self._must_land("chat.update", lambda: self._update(ref, text))
             return
-        if not await self._pacer.wait_for_turn("chat.update", must_land=False):
+        if self._admitted:
+            turn = await self._pacer.spare_turn("chat.update", self._holder)
+        else:  # a native stream that fell back to edits: queue briefly, like any optional call
+            turn = await self._pacer.wait_for_turn("chat.update", must_land=False)
+        if not turn:
             self.shed_edits += 1
             return
         try:
@@ -234,6 +286,9 @@ class SlackReplySink:
             log.info("slack.reply_paced", shed_edits=self.shed_edits, stream_fallbacks=self.stream_fallbacks)
         for ts in list(self._streams):
             await self._stop_stream_quietly(ts)
+        if self._admitted:
+            self._admitted = False
+            await self._pacer.release_edits("chat.update", self._holder)
         if self._signal is None:
             return
         if self._background is not None:
@@ -304,7 +359,8 @@ class SlackReplySink:
     # -- calls that must land --------------------------------------------------------------
 
     async def _update(self, ts: str, text: str) -> AsyncSlackResponse:
-        return await self._client.chat_update(channel=self._target.channel, ts=ts, markdown_text=text)
+        return await self._client.chat_update(channel=self._target.channel, ts=ts,
+                                              markdown_text=neutralise_mentions(text))
 
     def _retry_after(self, exc: SlackApiError) -> float:
         found = retry_after_s(getattr(exc.response, "headers", None))
@@ -323,7 +379,7 @@ class SlackReplySink:
             if channel is None:
                 await self._pacer.wait_for_turn(method, must_land=True)
             elif attempt > 1:
-                await self._pacer.wait_to_post(channel, continuation=True)
+                await self._pacer.wait_to_post(channel)
             delay = min(RETRY_BACKOFF_S * 2 ** (attempt - 1), RETRY_BACKOFF_MAX_S)
             try:
                 with self._pacer.charging(method, channel=channel):
@@ -357,7 +413,7 @@ class SlackReplySink:
         assert target.thread_ts is not None  # native is only chosen for replies in a thread
         try:
             response = await self._client.chat_startStream(
-                channel=target.channel, thread_ts=target.thread_ts, markdown_text=text,
+                channel=target.channel, thread_ts=target.thread_ts, markdown_text=neutralise_mentions(text),
                 recipient_team_id=target.team_id, recipient_user_id=target.user_id,
             )
         except (SlackApiError, *NETWORK_ERRORS) as exc:
@@ -368,12 +424,13 @@ class SlackReplySink:
             self._fall_back_to_edits()
             return None
         ts = str(response["ts"])
-        self._streams[ts] = text
+        self._streams[ts] = neutralise_mentions(text)
         return ts
 
     async def _stream(self, ts: str, text: str, *, final: bool) -> bool:
         """Grow a natively streamed message to `text`; False when it must fall back to `chat.update`."""
         sent = self._streams[ts]
+        text = neutralise_mentions(text)  # what was sent is neutralised too: compare like with like
         if not text.startswith(sent):
             # The renderer cut this message back to a clean boundary when it split the reply; a stream
             # only appends, so close it and let chat.update set the text.
@@ -382,11 +439,22 @@ class SlackReplySink:
         delta = text[len(sent):]
         channel = self._target.channel
         method = "chat.stopStream" if final else "chat.appendStream"
+        if final:
+            # Retried like a final edit; if it cannot land, chat.update sets the final text instead.
+            try:
+                await self._must_land("chat.stopStream", lambda: self._client.chat_stopStream(
+                    channel=channel, ts=ts, markdown_text=delta or None))
+            except ReplyUndeliverable:
+                self._streams.pop(ts, None)
+                raise
+            except PlatformError as exc:
+                log.warning("slack.native_stream_fallback", error=str(exc))
+                self._streams.pop(ts, None)
+                self._fall_back_to_edits()
+                return False
+            del self._streams[ts]
+            return True
         try:
-            if final:
-                await self._client.chat_stopStream(channel=channel, ts=ts, markdown_text=delta or None)
-                del self._streams[ts]
-                return True
             if not delta:
                 return True
             if not await self._pacer.wait_for_turn("chat.appendStream", must_land=False):

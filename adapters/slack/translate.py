@@ -8,7 +8,6 @@ TypedDicts here and go no further than this package.
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -102,6 +101,8 @@ def drop_reason(body: Mapping[str, Any], me: SlackIdentity) -> str | None:
         return None
     if body.get("api_app_id") != me.app_id:
         return "other_app"
+    if not _for_my_team(body, me):
+        return "other_team"
     event = body.get("event")
     if not isinstance(event, dict) or event.get("type") not in HANDLED_EVENT_TYPES:
         return "unhandled_event"
@@ -115,6 +116,16 @@ def drop_reason(body: Mapping[str, Any], me: SlackIdentity) -> str | None:
     if not event.get("user") or not event.get("channel") or not event.get("ts"):
         return "incomplete"
     return None
+
+
+def _for_my_team(body: Mapping[str, Any], me: SlackIdentity) -> bool:
+    """Whether the event was delivered for the workspace the bot's token belongs to: Slack lists the
+    installations an event is for in `authorizations` (a Slack Connect channel may carry another
+    team's `team_id`); without that list, the event's own `team_id` decides."""
+    authorizations = body.get("authorizations")
+    if isinstance(authorizations, list) and authorizations:
+        return any(isinstance(a, dict) and a.get("team_id") == me.team_id for a in authorizations)
+    return body.get("team_id") == me.team_id
 
 
 def is_direct_message(event: SlackEvent) -> bool:
@@ -163,7 +174,10 @@ def model_text(text: str, bot_user_id: str) -> str:
     text = CHANNEL_MENTION.sub(lambda m: f"#{m.group(2) or m.group(1)}", text)
     text = SPECIAL_MENTION.sub(lambda m: f"@{m.group(1)}", text)
     text = LINK.sub(_plain_link, text)
-    text = html.unescape(text)  # Slack escapes &, < and > in message text
+    # Slack escapes &, < and > that the user typed (`&lt;!channel&gt;`): < and > stay escaped, so a
+    # model asked to "repeat after me" is never handed a live `<!channel>` to echo; `&amp;` reads as
+    # `&` (what it leaves behind, such as `&lt;`, is still inert).
+    text = text.replace("&amp;", "&")
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 

@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from typing import ClassVar
 
 from redis.asyncio import Redis
 
@@ -406,6 +407,66 @@ class TestPlatformSide:
             await second_sink.started.wait()
         assert second_sink.calls[0].kind == "start" and not first.done()
         await asyncio.gather(first, second)
+
+
+    async def test_lock_is_not_held_for_the_final_edit(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """The next turn's model request goes out while the previous turn's final edit is still
+        waiting at the platform; the next reply's message is still posted after the previous one's,
+        and the next turn sees the previous answer."""
+        release_final = asyncio.Event()
+
+        class SlowFinalSink(RecordingSink):
+            async def edit(self, ref: str, text: str, *, final: bool) -> None:
+                if final:
+                    await release_final.wait()  # e.g. the workspace's edit budget is queued up
+                await super().edit(ref, text, final=final)
+
+        engine = make_engine()
+        chat_api.script(A, Behaviour(text="first answer", chunk_chars=3), Behaviour(text="second answer"))
+        first_sink, second_sink = SlowFinalSink(), RecordingSink()
+        first = asyncio.create_task(engine.handle(incoming("one"), first_sink))
+        await chat_api.wait_for_requests(1)
+        second = asyncio.create_task(engine.handle(incoming("two"), second_sink))
+        await chat_api.wait_for_requests(2)  # would time out if the lock waited for the final edit
+        assert not first.done(), "the first reply's final edit has not landed yet"
+        async with asyncio.timeout(5):
+            await second_sink.finished.wait()
+        release_final.set()
+        await asyncio.gather(first, second)
+        assert contents(chat_api.requests[1].body)[1:] == ["one", "first answer", "two"]
+        first_post = next(c.at for c in first_sink.calls if c.kind == "post")
+        second_post = next(c.at for c in second_sink.calls if c.kind == "post")
+        assert first_post <= second_post
+        assert first_sink.visible == "first answer"
+
+
+    async def test_has_history_is_one_round_trip(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI, keys: RedisKeys
+    ) -> None:
+        """Asking whether the bot is in a conversation (every Slack thread message asks) costs one
+        Redis command, whether the answer comes from turns, a reset or a turn in progress."""
+        from tests.conftest import redis_url
+
+        class CountingRedis(Redis):
+            commands: ClassVar[list[str]] = []
+
+            async def execute_command(self, *args: object, **options: object) -> object:
+                CountingRedis.commands.append(str(args[0]))
+                return await super().execute_command(*args, **options)
+
+        counting = CountingRedis.from_url(redis_url())
+        try:
+            engine = make_engine(redis_client=counting)
+            for expected in (False, True):
+                if expected:
+                    await engine.handle(incoming("hello"), RecordingSink())
+                CountingRedis.commands.clear()
+                assert await engine.has_history(conversation()) is expected
+                assert CountingRedis.commands == ["EXISTS"]
+        finally:
+            await counting.aclose()
 
 
 class TestAuthorResolution:

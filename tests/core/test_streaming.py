@@ -34,6 +34,10 @@ class Screen:
             self.messages[op.index] = op.text
 
 
+# Slack's shape under load: never edited, finished stretches posted as they complete.
+POSTS_ONLY = RenderLimits(max_chars=200, split_chars=120, min_edit_interval_s=1.0, placeholder="…",
+                          grow_by_edits=False, first_chunk_after_s=0.5)
+
 pieces = st.sampled_from(["hello", " ", "world", "\n", "\n\n", "```", "```python\n", "x = 1\n", ". ",
                           "`", "ü", "a" * 50, "long sentence here. ", "\n```\n"])
 deltas = st.lists(st.lists(pieces, min_size=1, max_size=8).map("".join), max_size=60)
@@ -44,6 +48,7 @@ limits_strategy = st.sampled_from([
     RenderLimits(max_chars=100, split_chars=60, min_edit_interval_s=0.5, placeholder=None),
     RenderLimits(max_chars=2000, split_chars=1900, min_edit_interval_s=1.2, placeholder="…",
                  streaming_indicator=" ⚪"),
+    POSTS_ONLY,
 ])
 notes = st.sampled_from([None, "_(interrupted)_", "Sorry — models unavailable.", "n" * 150])
 
@@ -134,6 +139,49 @@ class TestRendererInvariants:
             assert text != limits.placeholder
             if limits.streaming_indicator:
                 assert not text.endswith(limits.streaming_indicator)
+
+
+    @settings(max_examples=300, deadline=None)
+    @given(chunks=deltas, timings=gaps, note=notes)
+    def test_a_posts_only_reply_is_never_edited(
+        self, chunks: list[str], timings: list[float], note: str | None
+    ) -> None:
+        """Without edits every message is posted once, with its final text, and never ends mid-fence."""
+        renderer, screen = run(POSTS_ONLY, chunks, timings, note)
+        assert all(isinstance(op, Post) for _, op in screen.log)
+        assert not any(op.text == POSTS_ONLY.placeholder for _, op in screen.log)
+        assert "".join(seg.body + seg.unshown for seg in renderer.segments) == "".join(chunks)
+
+
+class TestPostsOnly:
+    """A reply that may not edit: finished stretches become messages as they complete."""
+
+    def test_a_short_answer_is_one_message(self) -> None:
+        """Text that completes before the first chunk is due goes out once, whole, at the end."""
+        renderer = StreamRenderer(POSTS_ONLY)
+        assert renderer.start(0.0) == []
+        assert renderer.feed("Hello there. ", 0.1) == []
+        assert renderer.feed("How are you?", 0.3) == []
+        assert renderer.finish(0.4) == [Post(0, "Hello there. How are you?")]
+
+    def test_finished_sentences_go_out_when_due(self) -> None:
+        """The first message leaves first_chunk_after_s after the first text, at a clean boundary."""
+        renderer = StreamRenderer(POSTS_ONLY)
+        assert renderer.feed("One. Two", 0.0) == []
+        assert renderer.due_at() == 0.5
+        assert renderer.tick(0.5) == [Post(0, "One. ")]
+        assert renderer.feed(" three.\n\nFour", 0.6) == []
+        assert renderer.due_at() == 1.5
+        assert renderer.tick(1.5) == [Post(1, "Two three.\n\n")]
+        assert renderer.finish(1.6) == [Post(2, "Four")]
+
+    def test_never_cuts_inside_a_code_block(self) -> None:
+        """A boundary inside an open fence is not a place to end a message."""
+        renderer = StreamRenderer(POSTS_ONLY)
+        renderer.feed("```\nx = 1\n\ny = 2\n", 0.0)
+        assert renderer.due_at() is None
+        assert renderer.tick(5.0) == []
+        assert renderer.feed("```\nDone.", 5.1) == [Post(0, "```\nx = 1\n\ny = 2\n```\n")]
 
 
 class TestRendererBehaviour:

@@ -45,6 +45,10 @@ __all__ = [
 POST_MESSAGE_MAX_CHARS = 40_000
 UPDATE_MAX_CHARS = 4_000
 RATE_WINDOW_SECONDS = 60.0
+# chat.postMessage is a "special tier": "1 per second per channel; short bursts >1 allowed, no
+# guarantee" (https://api.slack.com/docs/rate-limits, "Posting messages"). Modelled as a token bucket
+# per channel: `post_limit=(burst, per_second)`; the default used by the load tests is (3, 1.0).
+DEFAULT_POST_LIMIT = (3, 1.0)
 _FIRST_TS_MICROS = 1_700_000_000_000_000
 
 
@@ -137,6 +141,7 @@ class FakeSlackAPI:
         app_id: str = "A1",
         bot_token: str = "xoxb-test",
         rate_limits: dict[str, int] | None = None,
+        post_limit: tuple[int, float] | None = None,
         app_token: str = "xapp-test",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -147,6 +152,10 @@ class FakeSlackAPI:
         self.bot_token = bot_token
         self.app_token = app_token
         self.rate_limits: dict[str, int] = dict(rate_limits or {})
+        # chat.postMessage per channel: (burst, per second), or None for no limit.
+        self.post_limit = post_limit
+        self._post_buckets: dict[str, tuple[float, float]] = {}  # channel -> (tokens, at)
+        self.rate_limited: list[tuple[str, float]] = []  # (method, at) of every 429 the limits gave
         self.clock = clock
 
         self.calls: list[RecordedCall] = []
@@ -335,6 +344,7 @@ class FakeSlackAPI:
     def reset_rate_limits(self) -> None:
         """Forgets the calls counted in the rate-limit windows."""
         self._windows.clear()
+        self._post_buckets.clear()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109 (API shape)
         """Waits until ``predicate()`` is true; re-checked whenever a call/socket frame is recorded.
@@ -509,9 +519,16 @@ class FakeSlackAPI:
                 window.popleft()
             if len(window) >= limit:
                 self.rate_limited_count += 1
+                self.rate_limited.append((method, at))
                 retry_after = max(1, math.ceil(window[0] + RATE_WINDOW_SECONDS - at))
                 return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
             window.append(at)
+        if method == "chat.postMessage" and self.post_limit is not None and args.get("channel"):
+            wait = self._take_post_token(str(args["channel"]), at)
+            if wait > 0:
+                self.rate_limited_count += 1
+                self.rate_limited.append((method, at))
+                return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(max(1, math.ceil(wait)))}
 
         if body_error is not None:
             return 200, {"ok": False, "error": body_error}, {}
@@ -524,6 +541,19 @@ class FakeSlackAPI:
         if method == "auth.test":
             headers["X-OAuth-Scopes"] = "app_mentions:read,chat:write,im:history,reactions:write,users:read"
         return 200, body, headers
+
+    def _take_post_token(self, channel: str, at: float) -> float:
+        """One post to `channel` at `at`: 0 when the channel's bucket had a token (taken), else the
+        seconds until it will have one (nothing taken)."""
+        assert self.post_limit is not None
+        burst, per_s = self.post_limit
+        tokens, last = self._post_buckets.get(channel, (float(burst), at))
+        tokens = min(float(burst), tokens + max(0.0, at - last) * per_s)
+        if tokens < 1.0:
+            self._post_buckets[channel] = (tokens, at)
+            return (1.0 - tokens) / per_s
+        self._post_buckets[channel] = (tokens - 1.0, at)
+        return 0.0
 
     def _check_token(self, method: str, token: str | None) -> str | None:
         if token is None:

@@ -176,6 +176,24 @@ async def test_rate_limit_window_rolls_with_clock() -> None:
         assert fake.rate_limited_count == 1
 
 
+async def test_post_limit_is_a_bucket_per_channel() -> None:
+    """chat.postMessage: a burst per channel, then one a second; other channels are not affected."""
+    now = [1000.0]
+    async with FakeSlackAPI(post_limit=(2, 1.0), clock=lambda: now[0]) as fake:
+        client = client_for(fake)
+        await client.chat_postMessage(channel="C1", text="a")
+        await client.chat_postMessage(channel="C1", text="b")
+        with pytest.raises(SlackApiError) as info:
+            await client.chat_postMessage(channel="C1", text="c")
+        assert info.value.response.status_code == 429
+        assert info.value.response.headers["Retry-After"] == "1"
+        await client.chat_postMessage(channel="C2", text="other channel")
+        now[0] += 1.0
+        await client.chat_postMessage(channel="C1", text="c")
+        assert fake.rate_limited_count == 1
+        assert fake.rate_limited == [("chat.postMessage", 1000.0)]
+
+
 async def test_fail_next(fake: FakeSlackAPI) -> None:
     client = client_for(fake)
     fake.fail_next("chat.postMessage", retry_after=7, times=2)

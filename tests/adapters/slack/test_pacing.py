@@ -112,9 +112,9 @@ class TestEditPacing:
         assert spec.capacity <= usable / 2 or spec.capacity == 1
 
     def test_default_is_slacks_tier_3(self) -> None:
-        """50 chat.update calls a minute, 45 spent, 5 of them as a burst."""
+        """50 chat.update calls a minute, 45 spent, 10 of them as a burst (10 replies' final edits)."""
         spec = EditPacing().bucket()
-        assert (spec.capacity, spec.refill_per_s) == (5, pytest.approx(40 / 60))
+        assert (spec.capacity, spec.refill_per_s) == (10, pytest.approx(35 / 60))
 
     async def test_pacer_sheds_in_progress_edits_but_not_final_ones(self, redis: Redis, keys: RedisKeys) -> None:
         """Past the shed horizon an in-progress edit is refused at once; a final one waits its turn."""
@@ -138,16 +138,30 @@ class TestEditPacing:
         assert await two.reserve("chat.update", must_land=False) is None
         assert await two.reserve("reactions.add", must_land=False) == 0.0
 
-    async def test_first_posts_never_wait_continuations_do(self, redis: Redis, keys: RedisKeys) -> None:
-        """A reply's first post goes at once even in a busy channel (taking a token only when one is
-        free); continuations queue at the channel's rate, per channel."""
+    async def test_posts_queue_per_channel(self, redis: Redis, keys: RedisKeys) -> None:
+        """Every post takes its channel's turn (a burst, then one a second), so a busy channel gets
+        no 429; other channels are not affected."""
         clock = Clock()
-        pacing = EditPacing(posts_per_s=1.0, post_burst=1)
+        pacing = EditPacing(posts_per_s=1.0, post_burst=3)
         budget = RateBudget(redis, keys, clock=clock)
         pacer = WorkspacePacer(budget, pacing, app_id="A1", team_id="T1")
         async with asyncio.timeout(0.5):  # the clock stands still: any wait would be a real second
             for _ in range(3):
-                await pacer.wait_to_post("C1", continuation=False)
-        # The first took the channel's one token, the others nothing: a continuation waits a second.
+                await pacer.wait_to_post("C1")
         assert await budget.reserve("slack:A1:T1:chat.postMessage:C1", pacing.post_bucket()) == pytest.approx(1.0)
         assert await budget.reserve("slack:A1:T1:chat.postMessage:C2", pacing.post_bucket()) == 0.0
+
+    async def test_edits_are_allocated_not_queued(self, redis: Redis, keys: RedisKeys) -> None:
+        """Replies are admitted to grow by edits while a final edit is kept for each; the rest are
+        told at once, and progress edits never take an admitted reply's final edit."""
+        clock = Clock()
+        pacing = EditPacing()
+        replicas = [WorkspacePacer(RateBudget(redis, keys, clock=clock), pacing, app_id="A1", team_id="T1")
+                    for _ in range(2)]
+        admitted = [await replicas[i % 2].admit_edits("chat.update", f"r{i}") for i in range(12)]
+        assert admitted.count(True) == int(pacing.bucket().capacity)
+        assert admitted[-1] is False
+        assert not await replicas[0].spare_turn("chat.update", "r0"), "every token is some reply's final edit"
+        for i in range(int(pacing.bucket().capacity)):
+            assert await replicas[1].reserve("chat.update", must_land=True) == 0.0  # final edits: at once
+            await replicas[0].release_edits("chat.update", f"r{i}")

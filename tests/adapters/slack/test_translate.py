@@ -108,7 +108,15 @@ class TestModelText:
         text = ("<@UBOT> ask <@U2|ada> in <#C9|general> about <https://x.org/a|the doc> &amp; "
                 "<https://y.org> &lt;3 <!here>")
         assert model_text(text, "UBOT") == (
-            "ask @ada in #general about the doc (https://x.org/a) & https://y.org <3 @here")
+            "ask @ada in #general about the doc (https://x.org/a) & https://y.org &lt;3 @here")
+
+    def test_typed_mention_markup_stays_escaped(self) -> None:
+        """Text the user typed that looks like a mention token reaches the model still escaped."""
+        typed = "repeat after me: &lt;!channel&gt; &lt;!subteam^S1&gt; &lt;@U999&gt; &amp;lt;!here&amp;gt;"
+        text = model_text(typed, "UBOT")
+        for live in ("<!channel>", "<!subteam^S1>", "<@U999>", "<!here>"):
+            assert live not in text
+        assert text == "repeat after me: &lt;!channel&gt; &lt;!subteam^S1&gt; &lt;@U999&gt; &lt;!here&gt;"
 
     def test_incoming_message_fields(self) -> None:
         """Event id, author, multi-user flag and text land in the IncomingMessage."""
