@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from core.errors import DefinitionError
+from core.errors import DefinitionError, InvalidDefinition
 from core.profile import (
     DEFAULT_HISTORY_TTL_S,
     DEFAULT_MAX_MESSAGES,
@@ -39,6 +39,7 @@ TOP_LEVEL_FIELDS = frozenset({
 HISTORY_FIELDS = frozenset({"max_messages", "max_prompt_tokens", "ttl_days"})
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # used in URLs (/slack/<name>/events) and keys
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,38 +110,97 @@ def _positive_int(file: str, data: Mapping[str, Any], key: str, default: int, la
     return value
 
 
+class Problems:
+    """The `DefinitionError`s of one file, collected so every mistake is reported at once."""
+
+    def __init__(self) -> None:
+        self.errors: list[DefinitionError] = []
+
+    def attempt(self, check: Callable[[], T], default: T) -> T:
+        """`check()`, or `default` after recording the error it raised."""
+        try:
+            return check()
+        except InvalidDefinition as exc:
+            self.errors.extend(exc.errors)
+        except DefinitionError as exc:
+            self.errors.append(exc)
+        return default
+
+    def add(self, error: DefinitionError) -> None:
+        self.errors.append(error)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise InvalidDefinition(self.errors) if len(self.errors) > 1 else self.errors[0]
+
+
 def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefinition:
-    """Parse one definition. Raises `DefinitionError` naming the file and the field."""
+    """Parse one definition. Raises `DefinitionError` naming the file and the field — an
+    `InvalidDefinition` holding each of them when the file has several mistakes."""
     file = str(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DefinitionError(file, "(file)", f"invalid TOML: {exc}") from exc
-    unknown = sorted(set(raw) - TOP_LEVEL_FIELDS)
-    if unknown:
-        raise DefinitionError(file, unknown[0], f"unknown field; expected one of {sorted(TOP_LEVEL_FIELDS)}")
+    problems = Problems()
+    for key in sorted(set(raw) - TOP_LEVEL_FIELDS):
+        problems.add(DefinitionError(file, key, f"unknown field; expected one of {sorted(TOP_LEVEL_FIELDS)}"))
     unset: list[tuple[str, str]] = []
     data: dict[str, Any] = _expand(raw, "", env, unset)
     for where, var in unset:
         if where == "platform":
             raise DefinitionError(file, "platform", f"${{{var}}} is not set in the environment")
 
-    platform = _require_str(file, data, "platform")
+    platform = _require_str(file, data, "platform")  # everything below depends on it
     if platform not in PLATFORMS:
-        raise DefinitionError(file, "platform", f"unknown platform {platform!r}; expected one of {PLATFORMS}")
+        problems.add(DefinitionError(file, "platform",
+                                     f"unknown platform {platform!r}; expected one of {PLATFORMS}"))
+        problems.raise_if_any()
     credential_paths = {f"{platform}.{f}" for f in CREDENTIAL_FIELDS[platform]}
     missing = tuple(f"[{p.split('.')[0]}].{p.split('.')[1]} ({var} unset)"
                     for p, var in unset if p in credential_paths)
-    other_unset = [(p, var) for p, var in unset if p not in credential_paths]
-    if other_unset:
-        where, var = other_unset[0]
-        raise DefinitionError(file, where, f"${{{var}}} is not set in the environment")
+    for where, var in unset:
+        if where not in credential_paths:
+            problems.add(DefinitionError(file, where, f"${{{var}}} is not set in the environment"))
 
+    name = problems.attempt(lambda: _name(file, data), "")
+    app_id = problems.attempt(lambda: _require_str(file, data, "app_id"), "")
+    model = problems.attempt(lambda: _require_str(file, data, "model"), "")
+    no_fallbacks: tuple[str, ...] = ()
+    fallbacks = problems.attempt(lambda: _fallbacks(file, data, model), no_fallbacks)
+    system_prompt = data.get("system_prompt", "You are a helpful assistant.")
+    if not isinstance(system_prompt, str):
+        problems.add(DefinitionError(file, "system_prompt", "expected a string"))
+    max_tokens = problems.attempt(
+        lambda: _positive_int(file, data, "max_tokens", DEFAULT_MAX_TOKENS, "max_tokens"), DEFAULT_MAX_TOKENS)
+    history = problems.attempt(lambda: _history(file, data), HistoryLimits())
+    platform_settings = data.get(platform, {})
+    if not isinstance(platform_settings, dict):
+        problems.add(DefinitionError(file, platform, "expected a table"))
+        platform_settings = {}
+    for key in sorted(PLATFORMS):
+        if key != platform and key in data:
+            problems.add(DefinitionError(
+                file, key, f"a [{key}] table in a {platform!r} bot; remove it or fix platform"))
+    problems.raise_if_any()
+    absent = tuple(f"[{platform}].{f} (missing)" for f in REQUIRED_CREDENTIALS.get(platform, ())
+                   if f not in platform_settings)
+    profile = BotProfile(
+        name=name, platform=platform, app_id=app_id, model=model, fallback_models=fallbacks,
+        system_prompt=str(system_prompt), max_tokens=max_tokens, history=history,
+    )
+    return BotDefinition(file=path, profile=profile, platform_settings=platform_settings,
+                         missing_credentials=missing + absent)
+
+
+def _name(file: str, data: Mapping[str, Any]) -> str:
     name = _require_str(file, data, "name")
     if not NAME_PATTERN.match(name):
         raise DefinitionError(file, "name", "expected lowercase letters, digits, '-' or '_' (max 63)")
-    app_id = _require_str(file, data, "app_id")
-    model = _require_str(file, data, "model")
+    return name
+
+
+def _fallbacks(file: str, data: Mapping[str, Any], model: str) -> tuple[str, ...]:
     fallbacks = data.get("fallback_models", [])
     if not isinstance(fallbacks, list) or not all(isinstance(m, str) and m.strip() for m in fallbacks):
         raise DefinitionError(file, "fallback_models", "expected a list of non-empty model ids")
@@ -148,42 +208,28 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
     if len(set(chain)) != len(chain):
         raise DefinitionError(
             file, "fallback_models", "expected models different from each other and from model")
-    system_prompt = data.get("system_prompt", "You are a helpful assistant.")
-    if not isinstance(system_prompt, str):
-        raise DefinitionError(file, "system_prompt", "expected a string")
-    max_tokens = _positive_int(file, data, "max_tokens", DEFAULT_MAX_TOKENS, "max_tokens")
+    return tuple(m.strip() for m in fallbacks)
 
+
+def _history(file: str, data: Mapping[str, Any]) -> HistoryLimits:
     history_raw = data.get("history", {})
     if not isinstance(history_raw, dict):
         raise DefinitionError(file, "history", "expected a table")
-    unknown_history = sorted(set(history_raw) - HISTORY_FIELDS)
-    if unknown_history:
-        raise DefinitionError(
-            file, f"history.{unknown_history[0]}", f"unknown field; expected {sorted(HISTORY_FIELDS)}")
-    history = HistoryLimits(
-        max_messages=_positive_int(file, history_raw, "max_messages", DEFAULT_MAX_MESSAGES,
-                                   "history.max_messages"),
-        max_prompt_tokens=_positive_int(file, history_raw, "max_prompt_tokens", DEFAULT_MAX_PROMPT_TOKENS,
-                                        "history.max_prompt_tokens"),
-        ttl_s=_positive_int(file, history_raw, "ttl_days", DEFAULT_HISTORY_TTL_S // 86400,
-                            "history.ttl_days") * 86400,
-    )
-    platform_settings = data.get(platform, {})
-    if not isinstance(platform_settings, dict):
-        raise DefinitionError(file, platform, "expected a table")
-    for key in sorted(PLATFORMS):
-        if key != platform and key in data:
-            raise DefinitionError(
-                file, key, f"a [{key}] table in a {platform!r} bot; remove it or fix platform")
-    absent = tuple(f"[{platform}].{f} (missing)" for f in REQUIRED_CREDENTIALS.get(platform, ())
-                   if f not in platform_settings)
-    profile = BotProfile(
-        name=name, platform=platform, app_id=app_id, model=model,
-        fallback_models=tuple(m.strip() for m in fallbacks), system_prompt=system_prompt,
-        max_tokens=max_tokens, history=history,
-    )
-    return BotDefinition(file=path, profile=profile, platform_settings=platform_settings,
-                         missing_credentials=missing + absent)
+    problems = Problems()
+    for key in sorted(set(history_raw) - HISTORY_FIELDS):
+        problems.add(DefinitionError(file, f"history.{key}",
+                                     f"unknown field; expected {sorted(HISTORY_FIELDS)}"))
+    max_messages = problems.attempt(lambda: _positive_int(
+        file, history_raw, "max_messages", DEFAULT_MAX_MESSAGES, "history.max_messages"),
+        DEFAULT_MAX_MESSAGES)
+    max_prompt_tokens = problems.attempt(lambda: _positive_int(
+        file, history_raw, "max_prompt_tokens", DEFAULT_MAX_PROMPT_TOKENS, "history.max_prompt_tokens"),
+        DEFAULT_MAX_PROMPT_TOKENS)
+    ttl_days = problems.attempt(lambda: _positive_int(
+        file, history_raw, "ttl_days", DEFAULT_HISTORY_TTL_S // 86400, "history.ttl_days"), 1)
+    problems.raise_if_any()
+    return HistoryLimits(max_messages=max_messages, max_prompt_tokens=max_prompt_tokens,
+                         ttl_s=ttl_days * 86400)
 
 
 def load_definitions(directory: Path, env: Mapping[str, str]) -> LoadReport:
@@ -198,6 +244,9 @@ def load_definitions(directory: Path, env: Mapping[str, str]) -> LoadReport:
     for path in sorted(directory.glob("*.toml")):
         try:
             definition = parse_definition(path, path.read_text(encoding="utf-8"), env)
+        except InvalidDefinition as exc:
+            report.errors.extend(exc.errors)
+            continue
         except DefinitionError as exc:
             report.errors.append(exc)
             continue

@@ -13,6 +13,9 @@ from typing import Any
 
 import discord.gateway
 import discord.http
+import discord.utils
+import discord.voice_client
+import httpx
 import structlog
 import yarl
 from aiohttp import web
@@ -20,7 +23,7 @@ from aiohttp import web
 from adapters.discord import DiscordBot, DiscordConfig, FooterSettings
 from adapters.discord.access import AccessPolicy
 from adapters.discord.config import DISCORD_MIN_EDIT_INTERVAL_S
-from bots.definitions import BotDefinition
+from bots.definitions import BotDefinition, Problems
 from bots.services import Services
 from bots.settings import DEFAULT_DISCORD_API_URL, DEFAULT_DISCORD_GATEWAY_URL
 from core.engine import ConversationEngine
@@ -40,6 +43,12 @@ DISCORD_FIELDS = frozenset({"token", "shard_count", "shard_ids", "edit_interval_
 MAX_SNOWFLAKE = 2**64 - 1  # Discord ids are unsigned 64-bit
 MAX_EDIT_INTERVAL_S = 60.0  # slower than this is not streaming any more
 MAX_SHARD_COUNT = 10_000  # far beyond any bot's needs; catches a typo like 1000000
+DISCORD_PROBE_TIMEOUT_S = 10.0  # `check`: one GET /users/@me
+
+# The bots never join voice channels, so discord.py's start-up warnings about the missing voice
+# libraries (PyNaCl, davey) would only alarm a reader: they are switched off, process-wide.
+discord.voice_client.VoiceClient.warn_nacl = False
+discord.voice_client.VoiceClient.warn_dave = False
 
 
 def _ids(file: str, table: Mapping[str, Any], key: str) -> tuple[int, ...]:
@@ -101,20 +110,29 @@ def _edit_interval(file: str, table: Mapping[str, Any]) -> float:
 
 
 def discord_config(definition: BotDefinition) -> DiscordConfig:
-    """The `[discord]` table as a `DiscordConfig`. Raises `DefinitionError` naming the field."""
+    """The `[discord]` table as a `DiscordConfig`. Raises `DefinitionError` naming the field (an
+    `InvalidDefinition` listing each when there are several mistakes)."""
     file = str(definition.file)
     table = definition.platform_settings
-    unknown = sorted(set(table) - DISCORD_FIELDS)
-    if unknown:
-        raise DefinitionError(file, f"discord.{unknown[0]}",
-                              f"unknown field; expected one of {sorted(DISCORD_FIELDS)}")
+    problems = Problems()
+    for key in sorted(set(table) - DISCORD_FIELDS):
+        problems.add(DefinitionError(file, f"discord.{key}",
+                                     f"unknown field; expected one of {sorted(DISCORD_FIELDS)}"))
     token = table.get("token")
     if not isinstance(token, str) or not token.strip():
-        raise DefinitionError(file, "discord.token", "expected the bot token (a non-empty string), "
-                              "e.g. token = \"${DISCORD_TOKEN}\"")
-    ids = {key: _ids(file, table, key) for key in ID_LIST_FIELDS}
-    flags = {key: _bool(file, table, key, default) for key, default in BOOL_FIELDS.items()}
-    shard_count, shard_ids = _shards(file, table)
+        problems.add(DefinitionError(file, "discord.token", "expected the bot token (a non-empty string), "
+                                     "e.g. token = \"${DISCORD_TOKEN}\""))
+    no_ids: tuple[int, ...] = ()
+    ids = {key: problems.attempt(lambda key=key: _ids(file, table, key), no_ids)  # type: ignore[misc]
+           for key in ID_LIST_FIELDS}
+    flags = {key: problems.attempt(lambda key=key, default=default: _bool(file, table, key, default),  # type: ignore[misc]
+                                   default)
+             for key, default in BOOL_FIELDS.items()}
+    no_shards: tuple[int | None, tuple[int, ...] | None] = (None, None)
+    shard_count, shard_ids = problems.attempt(lambda: _shards(file, table), no_shards)
+    edit_interval_s = problems.attempt(lambda: _edit_interval(file, table), DISCORD_MIN_EDIT_INTERVAL_S)
+    problems.raise_if_any()
+    assert isinstance(token, str)  # for mypy: a bad one was recorded above
     return DiscordConfig(
         token=token.strip(),
         guild_ids=ids["guild_ids"],
@@ -129,7 +147,7 @@ def discord_config(definition: BotDefinition) -> DiscordConfig:
                               show_trimmed=flags["footer_trimmed"]),
         shard_count=shard_count,
         shard_ids=shard_ids,
-        edit_interval_s=_edit_interval(file, table),
+        edit_interval_s=edit_interval_s,
     )
 
 
@@ -152,4 +170,35 @@ def build_discord_bot(
     config = discord_config(definition)
     point_discord_py(services.settings.discord_api_url, services.settings.discord_gateway_url)
     index = MessageIndex(services.redis, services.keys, ttl_s=definition.profile.history.ttl_s)
-    return DiscordBot(engine, config, index=index, coordination=services.coordination)
+    return RestartableDiscordBot(engine, config, index=index, coordination=services.coordination)
+
+
+class RestartableDiscordBot(DiscordBot):
+    """A `DiscordBot` the runner may start again after a failed start (Discord down at deploy time,
+    a token fixed in the secret). A failed login closes discord.py's client, and a closed client
+    never connects again until `clear()` re-opens it; its HTTP connector, closed with it, is
+    dropped so the next login makes a new one (discord.py does when there is none)."""
+
+    async def start(self) -> None:
+        if self.client.is_closed():
+            self.client.clear()
+            http = self.client.http
+            if http.connector is not discord.utils.MISSING and http.connector.closed:
+                http.connector = discord.utils.MISSING
+        await super().start()
+
+
+async def probe_discord(api_url: str, token: str) -> str | None:
+    """What `check` says about a Discord token, as `run` uses it: `GET /users/@me` (discord.py's
+    login). None when Discord accepts it, else the problem in one phrase."""
+    url = api_url.rstrip("/") + "/users/@me"
+    try:
+        async with httpx.AsyncClient(timeout=DISCORD_PROBE_TIMEOUT_S) as client:
+            response = await client.get(url, headers={"Authorization": f"Bot {token}"})
+    except httpx.HTTPError as exc:
+        return f"Discord unreachable at {api_url} ({type(exc).__name__}); check DISCORD_API_URL"
+    if response.status_code in (401, 403):
+        return f"token rejected by GET /users/@me (HTTP {response.status_code}); check [discord].token"
+    if response.status_code != 200:
+        return f"GET /users/@me answered HTTP {response.status_code}"
+    return None

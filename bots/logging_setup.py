@@ -68,6 +68,39 @@ class SecretRedactor:
         return dict(scrubbed)
 
 
+BAD_SIGNATURE_PREFIX = "Invalid request signature detected"
+# Bolt reads SLACK_BOT_TOKEN from the environment by itself and warns that the client we give it
+# wins. That is by design (each bot's token comes from its definition, through `authorize`), so
+# the warning, printed once per Slack bot at every start, is dropped.
+BOLT_TOKEN_WARNING = "As you gave `client` as well, `token` will be unused."
+
+
+class LibraryNoise(logging.Filter):
+    """Makes library log lines fit for a log stream (installed on the handler, so it sees every
+    logger, including Bolt's per-app `lunos-bots.<bot>` ones):
+
+    - Bolt's bad-signature line carries the whole request body (a stranger's payload, or a real
+      event with user text): it is cut to the signature and timestamp.
+    - slack-sdk's Socket Mode client logs a full traceback for every failed (re)connect, every
+      ~10 s while Slack is unreachable: one line with the error is enough.
+    - Bolt's start-up warning about SLACK_BOT_TOKEN (`BOLT_TOKEN_WARNING`) is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message == BOLT_TOKEN_WARNING:
+            return False
+        if message.startswith(BAD_SIGNATURE_PREFIX):
+            record.msg = message.split(", body:", 1)[0] + ", body not logged)"
+            record.args = None
+        elif record.exc_info and message.startswith(("Failed to connect", "Failed to retrieve WSS URL")):
+            record.msg = f"{message} (traceback not logged)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def add_turn_latency(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Every line of a turn carries `latency_ms` since the turn began (the engine binds the start)."""
     started = event_dict.pop(TURN_STARTED_AT, None)
@@ -110,6 +143,7 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(LibraryNoise())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redactor, renderer],

@@ -11,7 +11,7 @@ import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from bots.settings import Settings
+from bots.settings import Settings, redact_url
 from core.chat_api import ChatClient
 from core.coordination import RedisCoordination
 from core.engine import ConversationEngine
@@ -51,10 +51,32 @@ def connect_redis(url: str | None) -> tuple[Redis, bool]:
 
 
 async def redis_answers(redis: Redis) -> bool:
+    return await redis_problem(redis) is None
+
+
+async def redis_problem(redis: Redis) -> str | None:
+    """None when Redis answers PING, else the cause in a few words ("connection refused")."""
     try:
-        return bool(await redis.ping())
-    except (RedisError, OSError):
-        return False
+        return None if await redis.ping() else "PING was not answered"
+    except (RedisError, OSError) as exc:
+        return describe_redis_error(exc)
+
+
+def describe_redis_error(exc: BaseException) -> str:
+    """The cause of a Redis failure in a few words, from the innermost OS error when there is one."""
+    text = str(exc).lower()
+    cause: BaseException | None = exc
+    while cause is not None:  # redis-py wraps the OSError; its errno says the most
+        if isinstance(cause, ConnectionRefusedError) or "connection refused" in text:
+            return "connection refused"
+        if isinstance(cause, TimeoutError) or "timeout" in text or "timed out" in text:
+            return "timed out"
+        cause = cause.__cause__ or cause.__context__
+    if "authentication" in text or "noauth" in text or "wrongpass" in text or "invalid password" in text:
+        return "authentication failed (check the password in REDIS_URL)"
+    if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
+        return "host name not found"
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 @dataclass
@@ -92,7 +114,7 @@ class Services:
 
     def announce_store(self) -> None:
         if self.persistent:
-            log.info("redis.configured", url=_without_password(self.settings.redis_url or ""))
+            log.info("redis.configured", url=redact_url(self.settings.redis_url or ""))
         else:
             log.warning("redis.embedded", note="REDIS_URL is unset: using the embedded in-process store; "
                         "history is NOT persistent and not shared between processes")
@@ -104,9 +126,3 @@ class Services:
             coordination=self.coordination, usage=self.usage, estimator=self.estimator, observer=observer,
         )
 
-
-def _without_password(url: str) -> str:
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -16,10 +16,12 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
 DEFAULT_DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url accepts
 
 
 class SettingsError(ValueError):
-    """An environment variable holds something unusable; the message names it."""
+    """An everyday setup mistake (a bad variable, a busy port, an unreachable Redis). The message is
+    one line that names the setting and the fix; the CLI prints it and exits 2, no traceback."""
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -58,6 +60,8 @@ class Settings:
     discord_gateway_url: str
     timeouts: ChatTimeouts
     bots_dir: Path
+    # PORT or HOST set explicitly: `run` serves HTTP (health, metrics) even for the console bot alone.
+    http_requested: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, log_format_default: str = "json") -> Settings:
@@ -71,10 +75,15 @@ class Settings:
         if log_level not in LOG_LEVELS:
             raise SettingsError(f"LOG_LEVEL={log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
         defaults = ChatTimeouts()
+        redis_url = env.get("REDIS_URL", "").strip() or None
+        if redis_url is not None and not redis_url.lower().startswith(REDIS_SCHEMES):
+            raise SettingsError(
+                f"REDIS_URL={redact_url(redis_url)!r} has no scheme: use redis://{redact_url(redis_url)}/0 "
+                "(rediss:// for TLS, unix:///path/to/socket), or unset it for the embedded store")
         return cls(
             api_key=env.get("LUNOS_API_KEY", "").strip() or None,
             base_url=env.get("LUNOS_BASE_URL", "").strip() or DEFAULT_BASE_URL,
-            redis_url=env.get("REDIS_URL", "").strip() or None,
+            redis_url=redis_url,
             redis_prefix=env.get("REDIS_KEY_PREFIX", "").strip() or DEFAULT_PREFIX,
             log_format=log_format,
             log_level=log_level,
@@ -90,4 +99,17 @@ class Settings:
                 total_s=_float(env, "LUNOS_TOTAL_TIMEOUT_S", defaults.total_s),
             ),
             bots_dir=Path(env.get("LUNOS_BOTS_DIR", "").strip() or DEFAULT_BOTS_DIR),
+            http_requested=bool(env.get("PORT", "").strip() or env.get("HOST", "").strip()),
         )
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ***, for logs and messages."""
+    if "@" not in url:
+        return url
+    head, _, host = url.rpartition("@")
+    scheme, sep, userinfo = head.partition("://")
+    if not sep:
+        scheme, userinfo = "", head
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+    return f"{scheme}{sep}{user}:***@{host}" if user else f"{scheme}{sep}***@{host}"

@@ -8,13 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import EditPacing, SlackBot, SlackBotConfig
 from adapters.slack.pacing import SLACK_TIER3_PER_MINUTE
-from bots.definitions import BotDefinition
+from adapters.slack.sink import NETWORK_ERRORS, error_code
+from adapters.slack.socket_mode import PROBE_TIMEOUT_S, open_socket_url
+from bots.definitions import BotDefinition, Problems
 from bots.services import Services
 from core.engine import ConversationEngine
-from core.errors import DefinitionError
+from core.errors import DefinitionError, PlatformError
 from core.ports import BotRuntime
 from core.rate_budget import RateBudget
 
@@ -24,44 +28,89 @@ STREAMING_MODES = ("edits", "native")
 
 
 def slack_config(definition: BotDefinition, api_url: str) -> SlackBotConfig:
-    """The `[slack]` table, checked. Raises `DefinitionError` naming the file and `slack.<field>`."""
+    """The `[slack]` table, checked. Raises `DefinitionError` naming the file and `slack.<field>`
+    (an `InvalidDefinition` listing each when there are several mistakes)."""
     file = str(definition.file)
     table: Mapping[str, Any] = definition.platform_settings
-    unknown = sorted(set(table) - SLACK_FIELDS)
-    if unknown:
-        raise DefinitionError(file, f"slack.{unknown[0]}",
-                              f"unknown field; expected one of {sorted(SLACK_FIELDS)}")
-    bot_token = _token(file, table, "bot_token", "xoxb-")
+    problems = Problems()
+    for key in sorted(set(table) - SLACK_FIELDS):
+        problems.add(DefinitionError(file, f"slack.{key}",
+                                     f"unknown field; expected one of {sorted(SLACK_FIELDS)}"))
+    invalid: str | None = ""  # a value that is wrong, already reported: not also "missing"
+    bot_token = problems.attempt(lambda: _token(file, table, "bot_token", "xoxb-"), invalid)
     if bot_token is None:
-        raise DefinitionError(file, "slack.bot_token", "is required (a bot token starting xoxb-…)")
-    app_token = _token(file, table, "app_token", "xapp-")
-    signing_secret = _optional_str(file, table, "signing_secret")
-    if not app_token and not signing_secret:
-        raise DefinitionError(file, "slack.signing_secret",
-                              "required in HTTP mode (set app_token instead for Socket Mode)")
+        problems.add(DefinitionError(file, "slack.bot_token", "is required (a bot token starting xoxb-…)"))
+    app_token = problems.attempt(lambda: _token(file, table, "app_token", "xapp-"), invalid)
+    signing_secret = problems.attempt(lambda: _optional_str(file, table, "signing_secret"), invalid)
+    if app_token is None and signing_secret is None:
+        problems.add(DefinitionError(file, "slack.signing_secret",
+                                     "required in HTTP mode (set app_token instead for Socket Mode)"))
     require_mention = table.get("require_mention", False)
     if not isinstance(require_mention, bool):
-        raise DefinitionError(file, "slack.require_mention",
-                              f"expected true or false, got {require_mention!r}")
+        problems.add(DefinitionError(file, "slack.require_mention",
+                                     f"expected true or false, got {require_mention!r}"))
     streaming = table.get("streaming", "edits")
     if streaming not in STREAMING_MODES:
-        raise DefinitionError(file, "slack.streaming",
-                              f"expected one of {STREAMING_MODES}, got {streaming!r}")
+        problems.add(DefinitionError(file, "slack.streaming",
+                                     f"expected one of {STREAMING_MODES}, got {streaming!r}"))
     per_minute = table.get("edits_per_minute", SLACK_TIER3_PER_MINUTE)
     if isinstance(per_minute, bool) or not isinstance(per_minute, int) or per_minute < 2:
-        raise DefinitionError(file, "slack.edits_per_minute",
-                              f"expected an integer of at least 2, got {per_minute!r}")
+        problems.add(DefinitionError(file, "slack.edits_per_minute",
+                                     f"expected an integer of at least 2, got {per_minute!r}"))
+    problems.raise_if_any()
+    assert bot_token  # for mypy: a missing one was recorded above
     return SlackBotConfig(
         bot_token=bot_token, signing_secret=signing_secret, app_token=app_token, api_url=api_url,
-        require_mention=require_mention, streaming=streaming, pacing=EditPacing(per_window=per_minute),
+        require_mention=bool(require_mention), streaming=streaming,
+        pacing=EditPacing(per_window=per_minute),
     )
+
+
+class ProvenSlackBot(SlackBot):
+    """A `SlackBot` whose Socket Mode start proves the app token first.
+
+    slack-sdk retries a refused `apps.connections.open` forever (a traceback every ~10 s, and a start
+    that never returns); one call of our own turns it into a start failure naming the token, which
+    the runner reports and retries with backoff like any other."""
+
+    async def start(self) -> None:
+        config = self.config
+        if config.app_token:
+            await open_socket_url(config.api_url, config.app_token, bot=self.name)
+        await super().start()
+
+    @property
+    def config(self) -> SlackBotConfig:
+        return self._config
+
+
+async def probe_slack(config: SlackBotConfig, *, bot: str) -> list[str]:
+    """What `check` says about one Slack bot's credentials, as `run` would use them: `auth.test`
+    with the bot token and, in Socket Mode, `apps.connections.open` with the app token. Returns
+    the problems found (empty when both are accepted)."""
+    problems: list[str] = []
+    client = AsyncWebClient(token=config.bot_token, base_url=config.api_url, timeout=PROBE_TIMEOUT_S,
+                            retry_handlers=[])
+    try:
+        await client.auth_test()
+    except SlackApiError as exc:
+        problems.append(f"bot_token rejected by auth.test ({error_code(exc)}); check [slack].bot_token")
+    except NETWORK_ERRORS as exc:
+        problems.append(f"Slack API unreachable at {config.api_url} ({error_code(exc)}); check SLACK_API_URL")
+        return problems
+    if config.app_token:
+        try:
+            await open_socket_url(config.api_url, config.app_token, bot=bot)
+        except PlatformError as exc:
+            problems.append(str(exc).removeprefix(f"slack bot {bot!r}: "))
+    return problems
 
 
 def build_slack_bot(
     definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application
 ) -> BotRuntime:
     config = slack_config(definition, services.settings.slack_api_url)
-    bot = SlackBot(engine, config, budget=RateBudget(services.redis, services.keys))
+    bot = ProvenSlackBot(engine, config, budget=RateBudget(services.redis, services.keys))
     if not config.socket_mode:
         bot.register_routes(web_app)
     return bot

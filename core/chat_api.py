@@ -22,10 +22,14 @@ from httpx_sse import EventSource, SSEError
 
 from core.errors import (
     AllModelsFailed,
+    AuthenticationFailed,
     ChatAPIError,
     ChatTimeout,
+    EndpointNotFound,
     FailedAttempt,
+    ModelNotFound,
     ModelUnavailable,
+    OutOfCredits,
     RateLimited,
     RequestRejected,
 )
@@ -39,7 +43,10 @@ CONTINUE_PROMPT = (
     "Your previous answer was cut off. Continue it exactly where it stopped, "
     "without repeating anything and without any preamble."
 )
-NO_FALLBACK_STATUSES = frozenset({400, 401, 403, 404})  # the request is wrong; another model won't help
+# The request is wrong and another model won't help — except a 400/404 that names the model, which
+# is an unknown model id (`ModelNotFound`): the chain exists for exactly that.
+NO_FALLBACK_STATUSES = frozenset({400, 401, 402, 403, 404})
+MODEL_ERROR_CODES = frozenset({"model_not_found", "invalid_model", "model_not_available"})
 RETRYABLE_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
 READ_TIMEOUT_MARGIN_S = 1.0  # so the asyncio deadline, with its clearer error, fires first
 WRITE_TIMEOUT_S = 10.0  # sending a request body; generous, bodies are small
@@ -165,16 +172,28 @@ class ChatClient:
                                 request, model, next_model, messages, deliver, deadline
                             )
                         except RequestRejected as exc:
-                            if not shown:
-                                raise
-                            # A continuation was refused: keep what the user already saw.
-                            failures.append(FailedAttempt(model, exc))
-                            break
+                            if shown:  # a continuation was refused: keep what the user already saw
+                                failures.append(FailedAttempt(model, exc))
+                                break
+                            if isinstance(exc, ModelNotFound) and next_model is not None:
+                                failures.append(FailedAttempt(model, exc))
+                                log.error(
+                                    "chat.model_misconfigured", model=model, next_model=next_model,
+                                    primary=position == 0, status=exc.status, api_message=exc.api_message,
+                                    note=f"{model!r} is unknown to the chat API; answering with "
+                                         f"{next_model!r} until the bot definition is fixed",
+                                )
+                                break
+                            log.error("chat.rejected", model=model, status=exc.status,
+                                      api_message=exc.api_message, error_type=type(exc).__name__,
+                                      hint=exc.hint)
+                            raise
                         except ChatAPIError as exc:
                             failures.append(FailedAttempt(model, exc))
                             log.warning(
                                 "chat.attempt_failed", model=model, attempt=try_number,
-                                error=str(exc), error_type=type(exc).__name__,
+                                error=str(exc), error_type=type(exc).__name__, status=exc.status,
+                                api_message=exc.api_message or None,
                             )
                             wait = self._wait_before_retry(exc, try_number)
                             if wait is None or len(shown) > shown_before:
@@ -320,14 +339,26 @@ class ChatClient:
 
     def _status_error(self, response: httpx.Response, model: str | None) -> ChatAPIError:
         status = response.status_code
-        detail = _error_message(response)
+        detail, code, param = _error_fields(response)
         text = f"{model or 'API'}: HTTP {status}{': ' + detail if detail else ''}"
         retry_after = _retry_after(response.headers.get("Retry-After"))
         if status == 429:
-            return RateLimited(text, model=model, status=status, retry_after=retry_after)
+            return RateLimited(text, model=model, status=status, retry_after=retry_after, api_message=detail)
         if status in RETRYABLE_STATUSES or status >= 500:
-            return ModelUnavailable(text, model=model, status=status, retry_after=retry_after)
-        return RequestRejected(text, model=model, status=status)
+            return ModelUnavailable(text, model=model, status=status, retry_after=retry_after,
+                                    api_message=detail)
+        kind: type[RequestRejected] = RequestRejected
+        if status in (401, 403):
+            kind = AuthenticationFailed
+        elif status == 402:
+            kind = OutOfCredits
+        elif status in (400, 404) and model is not None and _names_the_model(
+                detail, code, param, model, status):
+            kind = ModelNotFound
+        elif status == 404:
+            kind = EndpointNotFound
+            text = f"{text} (at {response.request.url.copy_with(query=None)})"
+        return kind(text, model=model, status=status, api_message=detail)
 
 
 def _parse_chunk(data: str, model: str) -> dict[str, Any]:
@@ -357,18 +388,30 @@ def _parse_usage(raw: object) -> Usage | None:
     return None
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_fields(response: httpx.Response) -> tuple[str, str, str]:
+    """(message, code, param) of an OpenAI-style error body; the raw text when it is not one."""
     try:
         data = response.json()
     except ValueError:
-        return response.text[:MAX_ERROR_TEXT_CHARS].strip()
+        return response.text[:MAX_ERROR_TEXT_CHARS].strip(), "", ""
     if isinstance(data, dict):
         error = data.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:MAX_ERROR_TEXT_CHARS]
+        if isinstance(error, dict):
+            return (str(error.get("message") or "")[:MAX_ERROR_TEXT_CHARS], str(error.get("code") or ""),
+                    str(error.get("param") or ""))
         if isinstance(error, str):
-            return error[:MAX_ERROR_TEXT_CHARS]
-    return ""
+            return error[:MAX_ERROR_TEXT_CHARS], "", ""
+        if isinstance(data.get("message"), str):
+            return str(data["message"])[:MAX_ERROR_TEXT_CHARS], "", ""
+    return "", "", ""
+
+
+def _names_the_model(message: str, code: str, param: str, model: str, status: int) -> bool:
+    """Whether a 400/404 is about the model id rather than the request or the URL. A 400 must name
+    the model itself (a 400 about the context length also says "model"); a 404 may just say it."""
+    if code.lower() in MODEL_ERROR_CODES or param == "model" or model.lower() in message.lower():
+        return True
+    return status == 404 and "model" in message.lower()
 
 
 def _retry_after(value: str | None) -> float | None:

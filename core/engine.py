@@ -18,8 +18,12 @@ import structlog
 from core.chat_api import ChatClient
 from core.errors import (
     AllModelsFailed,
+    AuthenticationFailed,
     ChatAPIError,
+    EndpointNotFound,
     HistoryUnavailable,
+    ModelNotFound,
+    OutOfCredits,
     ReplyUndeliverable,
     RequestRejected,
 )
@@ -48,6 +52,9 @@ APOLOGY_RATE_LIMITED = "Sorry — the AI service is rate-limiting me right now. 
 APOLOGY_UNAVAILABLE = "Sorry — the AI models are unavailable right now. Please try again shortly."
 APOLOGY_BAD_KEY = "Sorry — the AI service rejected my API key, so I can't answer. An admin needs to fix it."
 APOLOGY_BAD_MODEL = "Sorry — my configured model isn't available. An admin needs to check my model setting."
+APOLOGY_OUT_OF_CREDITS = "Sorry — the AI service account is out of credits. An admin needs to top it up."
+APOLOGY_BAD_ENDPOINT = (
+    "Sorry — I'm pointed at the wrong AI service address. An admin needs to check LUNOS_BASE_URL.")
 APOLOGY_REJECTED = "Sorry — the AI service rejected this request. Try rephrasing or `reset` the conversation."
 APOLOGY_RESET_FAILED = "Sorry — my memory store is unavailable, so I couldn't reset. Try again soon."
 # Bound in the log context at a turn's start (monotonic seconds); the log pipeline turns it into
@@ -72,13 +79,20 @@ class TurnOutcome:
 
 def apology_for(error: BaseException) -> str:
     """One short sentence the user can act on, never a traceback."""
+    if isinstance(error, OutOfCredits):
+        return APOLOGY_OUT_OF_CREDITS
+    if isinstance(error, AuthenticationFailed):
+        return APOLOGY_BAD_KEY
+    if isinstance(error, EndpointNotFound):
+        return APOLOGY_BAD_ENDPOINT
+    if isinstance(error, ModelNotFound):
+        return APOLOGY_BAD_MODEL
     if isinstance(error, RequestRejected):
-        if error.status in (401, 403):
-            return APOLOGY_BAD_KEY
-        if error.status == 404:
-            return APOLOGY_BAD_MODEL
         return APOLOGY_REJECTED
     if isinstance(error, AllModelsFailed):
+        last = error.attempts[-1].error if error.attempts else None
+        if isinstance(last, RequestRejected):  # e.g. every model unknown: say what to fix
+            return apology_for(last)
         return APOLOGY_RATE_LIMITED if error.rate_limited else APOLOGY_UNAVAILABLE
     if isinstance(error, ChatAPIError):
         return APOLOGY_UNAVAILABLE

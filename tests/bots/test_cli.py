@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -14,8 +16,11 @@ from redis.asyncio import Redis
 
 from tests.conftest import TEST_API_KEY, redis_url
 from tests.fakes.chat_api import Behaviour, FakeChatAPI
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.slack_api import FakeSlackAPI
 
 CLI = [sys.executable, "-m", "bots.cli"]
+SHIPPED_MODELS = ("openai/gpt-4.1-mini", "google/gemini-2.0-flash", "test/model-a")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -123,11 +128,19 @@ class TestCheck:
         code, out, _ = await run_cli("check", "--offline", "--bots", str(tmp_path), env=env)
         assert code == 1 and "discord.allow_dms" in out
 
-    async def test_good_setup_passes_online(self, chat_api: FakeChatAPI, prefix: str) -> None:
-        """Shipped definitions, Redis answering, GET /models with the key: exit 0."""
-        code, out, err = await run_cli("check", env=base_env(chat_api, prefix))
+    async def test_good_setup_passes_online(self, prefix: str) -> None:
+        """Shipped definitions, Redis answering, GET /models listing each configured model: exit 0."""
+        async with FakeChatAPI(api_key=TEST_API_KEY, models=SHIPPED_MODELS) as chat_api:
+            code, out, err = await run_cli("check", env=base_env(chat_api, prefix))
         assert code == 0, out + err
-        assert "Redis answers PING" in out and "GET " in out and "check passed" in out
+        assert f"ok    Redis at {redis_url()} answers PING" in out and "check passed" in out
+        assert "ok    GET " in out and "openai/gpt-4.1-mini, google/gemini-2.0-flash listed by the API" in out
+
+    async def test_models_the_api_does_not_list_fail(self, chat_api: FakeChatAPI, prefix: str) -> None:
+        """A configured model missing from GET /models is an error naming it."""
+        code, out, _ = await run_cli("check", env=base_env(chat_api, prefix))
+        assert code == 1
+        assert "ERROR" in out and "not listed by the API: openai/gpt-4.1-mini, google/gemini-2.0-flash" in out
 
     async def test_bad_key_fails_online(self, chat_api: FakeChatAPI, prefix: str) -> None:
         """A key the API refuses makes check fail, without printing the key."""
@@ -140,7 +153,7 @@ class TestCheck:
         """No LUNOS_API_KEY: check validates the rest and lists the key as one of its errors."""
         code, out, _ = await run_cli("check", env=base_env(None, prefix))
         assert code == 1
-        assert "bot 'console'" in out and "Redis answers PING" in out
+        assert "bot 'console'" in out and "answers PING" in out
         assert "ERROR LUNOS_API_KEY unset" in out and "check failed" in out
 
     async def test_bad_log_level_is_one_line(self, prefix: str) -> None:
@@ -161,3 +174,182 @@ class TestUsage:
         assert code == 0
         row = next(line for line in out.splitlines() if "lunos-bots-console" in line)
         assert row.split()[1:4] == ["lunos-bots-console", "openai/gpt-4.1-mini", "2"]
+
+
+SLACK_BOT = """
+name = "desk"
+platform = "slack"
+app_id = "lunos-desk"
+model = "test/model-a"
+[slack]
+bot_token = "${SLACK_BOT_TOKEN}"
+app_token = "${SLACK_APP_TOKEN}"
+"""
+DISCORD_BOT = """
+name = "helper"
+platform = "discord"
+app_id = "lunos-helper"
+model = "test/model-b"
+[discord]
+token = "${DISCORD_TOKEN}"
+"""
+DISCORD_TOKEN = "discord-token-for-check-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+class TestCheckTellsTheTruth:
+    """`check` fails where `run` would, and proves each credential the way `run` uses it."""
+
+    async def test_offline_without_a_key_fails(self, prefix: str) -> None:
+        """run refuses to start without LUNOS_API_KEY, so check --offline fails too."""
+        code, out, _ = await run_cli("check", "--offline", env=base_env(None, prefix))
+        assert code == 1 and "ERROR LUNOS_API_KEY unset" in out and "online checks skipped" in out
+
+    async def test_redis_line_names_the_url_and_the_cause(self, chat_api: FakeChatAPI, prefix: str) -> None:
+        """The URL with its password redacted, and "connection refused"."""
+        port = free_port()
+        env = base_env(chat_api, prefix, REDIS_URL=f"redis://:hunter2pass@127.0.0.1:{port}/0")
+        code, out, err = await run_cli("check", "--offline", env=env)
+        assert code == 1
+        assert f"ERROR Redis at redis://***@127.0.0.1:{port}/0: connection refused; start Redis or fix REDIS_URL" in out
+        assert "hunter2pass" not in out + err
+
+    async def test_empty_bots_dir_is_named(self, tmp_path: Path, prefix: str) -> None:
+        """--bots DIR is the directory reported, and an empty one says so."""
+        code, out, _ = await run_cli("check", "--offline", "--bots", str(tmp_path),
+                                     env=base_env(None, prefix, LUNOS_API_KEY="k"))
+        assert code == 1 and f"ERROR no bot definitions in {tmp_path} (*.toml)" in out
+        assert "credentials" not in out
+
+    async def test_every_mistake_of_a_file_at_once(self, tmp_path: Path, prefix: str) -> None:
+        """Three mistakes in one file (and two in its [discord] table of another): five lines."""
+        (tmp_path / "bad.toml").write_text('name = "Bad Name"\nplatform = "console"\napp_id = "x"\n'
+                                           'model = ""\nmax_tokens = -1\ncolour = "blue"\n')
+        (tmp_path / "disc.toml").write_text(DISCORD_BOT + 'allow_dms = "yes"\nguild_ids = ["abc"]\n')
+        env = base_env(None, prefix, LUNOS_API_KEY="k", DISCORD_TOKEN=DISCORD_TOKEN)
+        code, out, _ = await run_cli("check", "--offline", "--bots", str(tmp_path), env=env)
+        assert code == 1
+        bad = str(tmp_path / "bad.toml")
+        for field in ("colour: unknown field", "name: expected lowercase", "model: must not be empty",
+                      "max_tokens: expected a positive integer"):
+            assert f"ERROR {bad}: {field}" in out, out
+        disc = str(tmp_path / "disc.toml")
+        assert f"ERROR {disc}: discord.guild_ids[0]" in out and f"ERROR {disc}: discord.allow_dms" in out
+
+    async def test_slack_tokens_are_proved(self, chat_api: FakeChatAPI, prefix: str, tmp_path: Path) -> None:
+        """auth.test with the bot token and apps.connections.open with the app token, as run uses them."""
+        (tmp_path / "desk.toml").write_text(SLACK_BOT)
+        async with FakeSlackAPI() as fake:
+            good = base_env(chat_api, prefix, SLACK_API_URL=fake.base_url, SLACK_BOT_TOKEN=fake.bot_token,
+                            SLACK_APP_TOKEN=fake.app_token)
+            _, ok_out, _ = await run_cli("check", "--bots", str(tmp_path), env=good)
+            bad = {**good, "SLACK_BOT_TOKEN": "xoxb-wrong", "SLACK_APP_TOKEN": "xapp-wrong"}
+            code, out, err = await run_cli("check", "--bots", str(tmp_path), env=bad)
+            assert [c.method for c in fake.calls].count("apps.connections.open") == 2
+        assert "Slack accepted the tokens (auth.test and apps.connections.open (Socket Mode))" in ok_out
+        assert code == 1
+        assert "bot_token rejected by auth.test (invalid_auth); check [slack].bot_token" in out
+        assert "app_token rejected by apps.connections.open (invalid_auth); check [slack].app_token" in out
+        assert "xoxb-wrong" not in out + err
+
+    async def test_discord_token_is_proved(self, chat_api: FakeChatAPI, prefix: str, tmp_path: Path) -> None:
+        """GET /users/@me with the bot token, as discord.py's login does."""
+        (tmp_path / "helper.toml").write_text(DISCORD_BOT)
+        async with FakeDiscord(expected_token=DISCORD_TOKEN) as fake:
+            env = base_env(chat_api, prefix, DISCORD_API_URL=fake.api_base, DISCORD_TOKEN=DISCORD_TOKEN)
+            code, out, _ = await run_cli("check", "--bots", str(tmp_path), env=env)
+            _, bad_out, _ = await run_cli("check", "--bots", str(tmp_path),
+                                          env={**env, "DISCORD_TOKEN": "not-the-token-0000"})
+        assert code == 0 and "ok    " in out and "Discord accepted the token (GET /users/@me)" in out
+        assert "token rejected by GET /users/@me (HTTP 401); check [discord].token" in bad_out
+
+    async def test_wrong_base_url_says_check_lunos_base_url(self, chat_api: FakeChatAPI, prefix: str) -> None:
+        """A base URL without /v1: the 404 is about the endpoint, and the line says what to fix."""
+        env = base_env(chat_api, prefix, LUNOS_BASE_URL=chat_api.base_url.removesuffix("/v1"))
+        code, out, _ = await run_cli("check", env=env)
+        assert code == 1 and "HTTP 404" in out and "check LUNOS_BASE_URL" in out
+
+
+class TestEverydayMistakes:
+    """One line naming the setting and the fix, a non-zero exit, never a traceback."""
+
+    @pytest.mark.parametrize("command", [["check", "--offline"], ["chat"], ["run"], ["usage"]])
+    async def test_redis_url_without_a_scheme(self, chat_api: FakeChatAPI, prefix: str, command: list[str]) -> None:
+        """REDIS_URL=localhost:6379 names REDIS_URL and shows the URL with a scheme."""
+        code, _, err = await run_cli(*command, env=base_env(chat_api, prefix, REDIS_URL="localhost:6379"))
+        assert code == 2 and one_line(err) == (
+            "lunos-bots: REDIS_URL='localhost:6379' has no scheme: use redis://localhost:6379/0 "
+            "(rediss:// for TLS, unix:///path/to/socket), or unset it for the embedded store")
+
+    async def test_usage_with_redis_unreachable(self, prefix: str) -> None:
+        """usage against a Redis that refuses connections: one line naming REDIS_URL."""
+        port = free_port()
+        code, _, err = await run_cli("usage", env=base_env(None, prefix, REDIS_URL=f"redis://127.0.0.1:{port}/0"))
+        assert code == 2 and one_line(err) == (
+            f"lunos-bots: REDIS_URL: Redis at redis://127.0.0.1:{port}/0 is unreachable (connection refused); "
+            "start Redis or fix REDIS_URL")
+
+    async def test_usage_days_must_be_positive(self, prefix: str) -> None:
+        """--days 0 is refused by the parser."""
+        code, _, err = await run_cli("usage", "--days", "0", env=base_env(None, prefix))
+        assert code == 2 and "--days: expected at least 1 day, got 0" in err
+
+    async def test_version(self, prefix: str) -> None:
+        """--version prints the installed version."""
+        code, out, _ = await run_cli("--version", env=base_env(None, prefix))
+        assert code == 0 and out.strip() == f"lunos-bots {importlib.metadata.version('lunos-bots')}"
+
+    async def test_check_into_a_closed_pipe(self, prefix: str) -> None:
+        """`check | head` where head has gone: no BrokenPipeError, no traceback, exit 141."""
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone before the first line is written
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *CLI, "check", "--offline", cwd=ROOT, env=base_env(None, prefix, LUNOS_API_KEY="k"),
+                stdin=asyncio.subprocess.DEVNULL, stdout=write_end, stderr=asyncio.subprocess.PIPE,
+            )
+        finally:
+            os.close(write_end)
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+        assert proc.returncode == 141 and err == b""
+
+
+class TestTerminalCommands:
+    """Commands in `chat`, piped (the terminal behaviour is in TestTerminal)."""
+
+    async def test_unknown_command_is_refused_with_the_list(self, chat_api: FakeChatAPI, prefix: str) -> None:
+        """/frobnicate is not sent to the model; the answer lists the commands."""
+        code, out, _ = await run_cli("chat", env=base_env(chat_api, prefix), stdin="/frobnicate\n")
+        assert code == 0 and "unknown command /frobnicate; commands: /help, /quit, /reset" in out
+        assert chat_api.requests == []
+
+    async def test_help_is_written_for_the_terminal(self, chat_api: FakeChatAPI, prefix: str) -> None:
+        """No "mention me": the terminal's commands, the continuation rule and Ctrl-C."""
+        _, out, _ = await run_cli("chat", env=base_env(chat_api, prefix), stdin="/help\n")
+        assert "mention" not in out.lower() and "/quit" in out and "Ctrl-C" in out and "end a line with \\" in out
+
+    async def test_backslash_continues_a_message(self, chat_api: FakeChatAPI, prefix: str) -> None:
+        """A line ending in a backslash continues: two lines, one message, one request."""
+        await run_cli("chat", env=base_env(chat_api, prefix), stdin="first line\\\nsecond line\n/quit\nignored\n")
+        [request] = chat_api.requests
+        assert request.body is not None and request.body["messages"][-1]["content"] == "first line\nsecond line"
+
+    async def test_logs_stay_off_the_conversation(self, chat_api: FakeChatAPI, prefix: str) -> None:
+        """Piped: the conversation on stdout, only warnings on stderr (no info lines)."""
+        chat_api.script("openai/gpt-4.1-mini", Behaviour(kind="status", status=500))
+        chat_api.script("google/gemini-2.0-flash", Behaviour(text="from the fallback"))
+        code, out, err = await run_cli("chat", env=base_env(chat_api, prefix), stdin="hi\n")
+        assert code == 0 and "from the fallback" in out and '"event"' not in out
+        assert "chat.attempt_failed" in err and "redis.configured" not in err

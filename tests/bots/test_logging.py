@@ -6,14 +6,24 @@ import io
 import json
 import logging
 import time
+from pathlib import Path
 
+import httpx
 import structlog
 
+from bots.definitions import parse_definition
 from bots.logging_setup import REDACTED, SecretRedactor, configure_logging
+from bots.metrics import Metrics
+from bots.platforms import build_runtime
+from bots.runner import HealthServer
+from bots.services import Services
+from bots.settings import Settings
+from core.redis_keys import RedisKeys
 from core.types import Author, ConversationKey, IncomingMessage
-from tests.conftest import EngineFactory
+from tests.conftest import EngineFactory, redis_url
 from tests.fakes.chat_api import Behaviour, FakeChatAPI
 from tests.fakes.sinks import RecordingSink
+from tests.fakes.slack_api import FakeSlackAPI
 
 API_KEY = "sk-lunos-very-secret-key-123"
 SLACK_TOKEN = "xox" + "b-not-a-real-token-but-long"  # split so secret scanners do not flag it
@@ -85,3 +95,58 @@ class TestTurnLogFields:
         final = lines[-1]
         assert final["model"] == "test/model-b" and final["fallback_used"] is True
         assert final["latency_ms"] >= 0 and final["tokens"] > 0
+
+
+class TestLibraryNoise:
+    """Library log lines that would leak a body or flood the log are cut down to one line."""
+
+    async def test_bad_signature_line_has_no_body(self, chat_api: FakeChatAPI, keys: RedisKeys) -> None:
+        """A badly signed Slack request is refused with 401, and its log line omits the body."""
+        out = io.StringIO()
+        configure_logging(level="INFO", fmt="json", redactor=SecretRedactor([]), stream=out)
+        try:
+            async with FakeSlackAPI() as fake:
+                text = (f'name = "desk"\nplatform = "slack"\napp_id = "desk-app"\nmodel = "test/model-a"\n'
+                        f'[slack]\nbot_token = "{fake.bot_token}"\nsigning_secret = "the-signing-secret"\n')
+                definition = parse_definition(Path("desk.toml"), text, {})
+                settings = Settings.from_env({"LUNOS_API_KEY": "k", "LUNOS_BASE_URL": chat_api.base_url,
+                                              "REDIS_URL": redis_url(), "REDIS_KEY_PREFIX": keys.prefix,
+                                              "SLACK_API_URL": fake.base_url})
+                async with Services(settings) as services:
+                    server = HealthServer(services, Metrics())
+                    runtime = build_runtime(definition, services.engine(definition.profile), services, server.app)
+                    port = await server.start("127.0.0.1", 0)
+                    await runtime.start()
+                    try:
+                        body = b'{"type": "event_callback", "event": {"text": "private user words"}}'
+                        headers = {"X-Slack-Request-Timestamp": str(int(time.time())),
+                                   "X-Slack-Signature": "v0=" + "0" * 64, "Content-Type": "application/json"}
+                        async with httpx.AsyncClient() as client:
+                            response = await client.post(f"http://127.0.0.1:{port}/slack/desk/events",
+                                                         content=body, headers=headers)
+                    finally:
+                        await runtime.stop()
+                        await server.stop()
+        finally:
+            logging.getLogger().handlers.clear()
+            structlog.reset_defaults()
+        assert response.status_code == 401
+        [line] = [json.loads(raw) for raw in out.getvalue().splitlines() if "Invalid request signature" in raw]
+        assert line["event"].endswith("body not logged)") and "private user words" not in out.getvalue()
+
+    def test_reconnect_failures_are_one_line(self) -> None:
+        """slack-sdk's "Failed to connect … Retrying" keeps its message and loses its traceback."""
+        out = io.StringIO()
+        configure_logging(level="INFO", fmt="json", redactor=SecretRedactor([]), stream=out)
+        try:
+            try:
+                raise ConnectionError("connection refused")
+            except ConnectionError as exc:
+                logging.getLogger("lunos-bots.desk").exception(f"Failed to connect (error: {exc}); Retrying...")
+            logging.getLogger("slack_bolt.AsyncApp").warning("As you gave `client` as well, `token` will be unused.")
+        finally:
+            logging.getLogger().handlers.clear()
+            structlog.reset_defaults()
+        [line] = [json.loads(raw) for raw in out.getvalue().splitlines()]
+        assert line["event"].startswith("Failed to connect (error: connection refused)")
+        assert "exception" not in line and "Traceback" not in out.getvalue()

@@ -7,9 +7,20 @@ import socket
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from core.chat_api import CONTINUE_PROMPT, ChatClient, ChatTimeouts, RetryPolicy
-from core.errors import AllModelsFailed, ChatTimeout, ModelUnavailable, RateLimited, RequestRejected
+from core.errors import (
+    AllModelsFailed,
+    AuthenticationFailed,
+    ChatTimeout,
+    EndpointNotFound,
+    ModelNotFound,
+    ModelUnavailable,
+    OutOfCredits,
+    RateLimited,
+    RequestRejected,
+)
 from core.types import ChatMessage, ChatRequest
 from tests.conftest import FAST_RETRY, FAST_TIMEOUTS, TEST_API_KEY
 from tests.fakes.chat_api import Behaviour, FakeChatAPI
@@ -165,6 +176,74 @@ class TestFallback:
             with pytest.raises(AllModelsFailed) as raised:
                 await client.stream(request(B), Collector())
         assert {a.model for a in raised.value.attempts} == {A, B}
+
+
+class TestActionableErrors:
+    """Each everyday API failure is its own error with its own hint, logged with the API's words."""
+
+    @pytest.mark.parametrize(("status", "message", "kind"), [
+        (402, "Insufficient credits", OutOfCredits),
+        (401, "Invalid API key", AuthenticationFailed),
+        (403, "Key not allowed", AuthenticationFailed),
+        (404, "Not Found", EndpointNotFound),
+        (400, "messages: must not be empty", RequestRejected),
+    ])
+    async def test_no_fallback_and_a_distinct_error(
+        self, chat_api: FakeChatAPI, chat_client: ChatClient, status: int, message: str,
+        kind: type[RequestRejected],
+    ) -> None:
+        """Credits, key, URL and a plain bad request: no other model is tried; the log has status and message."""
+        chat_api.script(A, Behaviour(kind="status", status=status, error_message=message))
+        with capture_logs() as logs, pytest.raises(RequestRejected) as raised:
+            await chat_client.stream(request(B), Collector())
+        assert type(raised.value) is kind and raised.value.api_message == message
+        assert len(chat_api.requests) == 1
+        [line] = [e for e in logs if e["event"] == "chat.rejected"]
+        assert line["status"] == status and line["api_message"] == message and line["hint"] == kind.hint
+
+    def test_hints_are_distinct(self) -> None:
+        """Each failure a user can act on reads differently, and the URL one names LUNOS_BASE_URL."""
+        kinds = [OutOfCredits, AuthenticationFailed, ModelNotFound, EndpointNotFound, RateLimited, ModelUnavailable]
+        assert len({k.hint for k in kinds}) == len(kinds)
+        assert "LUNOS_BASE_URL" in EndpointNotFound.hint and "LUNOS_API_KEY" in AuthenticationFailed.hint
+        assert "credits" in OutOfCredits.hint and "model" in ModelNotFound.hint
+
+    @pytest.mark.parametrize(("status", "message"), [
+        (404, "The model `test/model-a` does not exist"),
+        (400, "test/model-a is not a valid model ID"),
+    ])
+    async def test_unknown_primary_model_falls_back_loudly(
+        self, chat_api: FakeChatAPI, chat_client: ChatClient, status: int, message: str
+    ) -> None:
+        """A 400/404 naming the configured model moves on to the fallback and logs the misconfiguration."""
+        chat_api.script(A, Behaviour(kind="status", status=status, error_message=message))
+        chat_api.script(B, Behaviour(text="from the fallback"))
+        with capture_logs() as logs:
+            result = await chat_client.stream(request(B), Collector())
+        assert result.text == "from the fallback" and result.model == B and result.fallback_used
+        assert len(chat_api.requests_for(A)) == 1
+        [line] = [e for e in logs if e["event"] == "chat.model_misconfigured"]
+        assert line["log_level"] == "error" and line["model"] == A and line["primary"] is True
+        assert line["status"] == status and line["api_message"] == message and B in line["note"]
+
+    async def test_unknown_model_without_fallback_is_model_not_found(
+        self, chat_api: FakeChatAPI, chat_client: ChatClient
+    ) -> None:
+        """With nothing to fall back to, the error names the model."""
+        chat_api.script(A, Behaviour(kind="status", status=404, error_message="model not found"))
+        with pytest.raises(ModelNotFound) as raised:
+            await chat_client.stream(request(), Collector())
+        assert raised.value.model == A and A in str(raised.value)
+
+    async def test_wrong_base_url_is_endpoint_not_found(self, chat_api: FakeChatAPI) -> None:
+        """A base URL missing /v1: the server's own 404 page, reported as the endpoint, not the model."""
+        async with ChatClient(base_url=chat_api.base_url.removesuffix("/v1"), api_key=TEST_API_KEY,
+                              timeouts=FAST_TIMEOUTS, retry=FAST_RETRY) as client:
+            with pytest.raises(EndpointNotFound) as raised:
+                await client.stream(request(B), Collector())
+            with pytest.raises(EndpointNotFound):
+                await client.list_models()
+        assert "/chat/completions" in str(raised.value) and chat_api.requests == []
 
 
 class TestBrokenStreams:

@@ -222,6 +222,45 @@ class TestDelivery:
         await engine.handle(incoming("hello?"), sink)
         assert sink.final_texts == [APOLOGY_BAD_KEY]
 
+    async def test_each_misconfiguration_has_its_own_apology(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI, redis: Redis, keys: RedisKeys
+    ) -> None:
+        """Out of credits, a wrong base URL and an unknown model (on every model of the chain) each
+        tell the admin what to fix, not a generic "try rephrasing"."""
+        from core.chat_api import ChatClient
+        from core.coordination import RedisCoordination
+        from core.engine import (
+            APOLOGY_BAD_ENDPOINT,
+            APOLOGY_BAD_MODEL,
+            APOLOGY_OUT_OF_CREDITS,
+            ConversationEngine,
+        )
+        from core.history import RedisHistory
+        from tests.conftest import FAST_RETRY, FAST_TIMEOUTS, TEST_API_KEY, make_profile
+
+        engine = make_engine()
+        chat_api.script(A, Behaviour(kind="status", status=402))
+        sink = RecordingSink()
+        await engine.handle(incoming("hello?"), sink)
+        assert sink.final_texts == [APOLOGY_OUT_OF_CREDITS]
+
+        for model in (A, B):
+            chat_api.script(model, Behaviour(kind="status", status=404, error_message=f"model {model} not found"))
+        sink = RecordingSink()
+        await engine.handle(incoming("hello?"), sink)
+        assert sink.final_texts == [APOLOGY_BAD_MODEL]
+
+        profile = make_profile()
+        async with ChatClient(base_url=chat_api.base_url.removesuffix("/v1"), api_key=TEST_API_KEY,
+                              timeouts=FAST_TIMEOUTS, retry=FAST_RETRY) as wrong_url:
+            misdirected = ConversationEngine(
+                profile, chat=wrong_url, history=RedisHistory(redis, keys, profile.history, bot=profile.name),
+                coordination=RedisCoordination(redis, keys), usage=RedisUsage(redis, keys),
+            )
+            sink = RecordingSink()
+            await misdirected.handle(incoming("hello?"), sink)
+        assert sink.final_texts == [APOLOGY_BAD_ENDPOINT]
+
     async def test_interrupted_answer_keeps_text_and_says_so(
         self, make_engine: EngineFactory, chat_api: FakeChatAPI
     ) -> None:

@@ -8,6 +8,8 @@ an HTTP error status (optionally with ``Retry-After``), a connection that hangs,
 a connection that dies mid-stream, a malformed SSE event, or an in-band error event.
 Every chat-completions request is recorded (`RecordedRequest`) so tests can assert
 on what the client sent, when, and whether it went away before the answer was complete.
+For faults aimed at some conversations only, `FakeChatAPI.chooser` may pick the behaviour of each
+request from what it carries; it returns None to leave the request to the per-model script.
 
 Used by tests and benchmarks of the chat client, and by developers to run the bot
 locally without the real API::
@@ -28,7 +30,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -224,6 +226,9 @@ class FakeChatAPI:
         self.default_behaviour = Behaviour()
         self.requests: list[RecordedRequest] = []
         self._scripts: dict[str, deque[Behaviour]] = {}
+        # Sees each valid request (recorded, with its model) before the script does; a Behaviour it
+        # returns is used for that request, None leaves the request to `script` / `default_behaviour`.
+        self.chooser: Callable[[RecordedRequest], Behaviour | None] | None = None
         self._runner: web.AppRunner | None = None
         self._arrived: asyncio.Condition | None = None
         self._active: dict[asyncio.Task[Any], _Exchange] = {}
@@ -432,7 +437,8 @@ class FakeChatAPI:
             return web.json_response(
                 _error_body("'model' is required", "invalid_request_error", 400), status=400
             )
-        behaviour = self._next_behaviour(record.model)
+        chosen = self.chooser(record) if self.chooser is not None else None
+        behaviour = chosen if chosen is not None else self._next_behaviour(record.model)
         record.behaviour = behaviour
 
         if behaviour.kind == "status":
