@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench fake-api clean
+.PHONY: install run test lint bench soak fake-api clean
 
 install: $(STAMP)
 
@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
+# Only the console bot (no Slack/Discord tokens): it needs this terminal, and no port is opened.
 run: install
 	$(BIN)/lunos-bots run
 
@@ -25,12 +26,23 @@ lint: install
 test: install lint
 	$(BIN)/python .ci/with_redis.py $(BIN)/python -m pytest -q
 
+# The real `lunos-bots run` process measured from outside at the fake platforms: one table per
+# platform, PNG plots in docs/img/ (matplotlib: the `bench` extra, installed here only, so `make test`
+# never needs it). It starts its own private redis-server. `make bench BENCH_ARGS=--quick` for a short
+# run; `BENCH_ARGS=--in-process` runs the engine benchmarks (they use REDIS_URL, or a throwaway Redis).
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python .ci/with_redis.py $(BIN)/python -m benchmarks
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python .ci/with_redis.py $(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# ~1,000 turns with faults mixed at random from a fixed seed; prints each invariant as a count.
+soak: install
+	$(BIN)/python .ci/with_redis.py $(BIN)/python -m tests.reliability.soak
 
 # A local fake of the chat API, to run the bots without a key: LUNOS_BASE_URL=http://127.0.0.1:8089/v1
+# It answers at a visible pace (first token after 0.4 s, then a chunk every 40 ms) so streaming shows.
 fake-api: install
-	$(BIN)/python -m tests.fakes.chat_api --port 8089
+	$(BIN)/python -m tests.fakes.chat_api --port 8089 --ttft 0.4 --token-delay 0.04
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
+from bots.services import REDIS_MAX_CONNECTIONS, REDIS_POOL_WAIT_S
 from core.chat_api import ChatClient, ChatTimeouts, RetryPolicy
 from core.coordination import RedisCoordination
 from core.engine import ConversationEngine
@@ -36,7 +37,11 @@ def redis_url() -> str:
 
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
-    client: Redis = Redis.from_url(redis_url())
+    # Pooled like production (`bots.services.connect_redis`): a burst of replies waits for a free
+    # connection instead of failing at redis-py's default 100.
+    pool = BlockingConnectionPool.from_url(redis_url(), max_connections=REDIS_MAX_CONNECTIONS,
+                                           timeout=REDIS_POOL_WAIT_S)
+    client: Redis = Redis.from_pool(pool)
     yield client
     await client.aclose()
 

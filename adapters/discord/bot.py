@@ -23,6 +23,7 @@ from discord import app_commands
 
 from adapters.discord.access import Place, Refusal, Sender, in_channels
 from adapters.discord.config import DiscordConfig
+from adapters.discord.gateway_guard import guard_gateway_parsers
 from adapters.discord.pacing import ChannelPacer, rate_limit_trace
 from adapters.discord.redaction import install_token_filter
 from adapters.discord.sink import DiscordReplySink, InteractionReplySink, discord_limits
@@ -96,6 +97,7 @@ class DiscordBot:
         self._pacer = ChannelPacer(config.edit_interval_s)
         self._limits = discord_limits(config.edit_interval_s)
         self._client = self._make_client()
+        guard_gateway_parsers(self._client, self._log_context())
         self._tree = app_commands.CommandTree(self._client)
         self._add_commands()
         self._client.event(self.on_ready)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
@@ -229,12 +230,18 @@ class SlackBot:
         if app is None or not self._accepting:
             # Not started yet or shutting down: Slack retries, and this or another replica answers.
             return web.json_response({"ok": False, "error": "not_ready"}, status=503)
-        # Slack sends UTF-8 JSON or form bodies; anything else is refused here with a 400, before
-        # Bolt (which would fail decoding it with a 500 and a traceback).
+        # Slack sends UTF-8 JSON objects or forms; anything else (bytes that are not UTF-8, broken
+        # JSON, JSON that is not an object such as `null` or `[]`) is refused here with a 400: Bolt
+        # would fail parsing it with a 500 and a traceback.
+        problem = _malformed_body(await request.read(), request.content_type)
+        bolt_request = None
         try:
-            bolt_request = await to_bolt_request(request)
-        except (UnicodeDecodeError, ValueError) as exc:
-            log.warning("slack.bad_request", bot=self.name, error=type(exc).__name__)
+            if problem is None:
+                bolt_request = await to_bolt_request(request)
+        except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+            problem = type(exc).__name__
+        if bolt_request is None:
+            log.warning("slack.bad_request", bot=self.name, error=problem)
             return web.json_response({"ok": False, "error": "invalid_body"}, status=400)
         # Its own task, tracked, so stop() waits for a request that got past the 503 above; shielded
         # so a client hanging up does not cancel an event Bolt may already have acked.
@@ -447,6 +454,22 @@ async def read_thread_tail(
         raise PlatformError(f"conversations.replies: {error_code(exc)}") from exc
     log.warning("slack.seed_thread_too_long", pages=SEED_MAX_PAGES)
     return [opening] if opening is not None else []
+
+
+def _malformed_body(raw: bytes, content_type: str) -> str | None:
+    """Why a JSON body cannot be an Events API request (not JSON, not an object, or an `event` that
+    is not an object), or None. Form bodies are Bolt's to parse."""
+    if content_type != "application/json" and not raw.lstrip().startswith(b"{"):
+        return None
+    try:
+        parsed = json.loads(raw) if raw.strip() else {}
+    except ValueError:  # includes bytes that are not UTF-8
+        return "not JSON"
+    if not isinstance(parsed, dict):
+        return "not a JSON object"
+    if "event" in parsed and not isinstance(parsed["event"], dict):
+        return "event is not an object"
+    return None
 
 
 async def _cancel(tasks: set[asyncio.Task[None]]) -> None:

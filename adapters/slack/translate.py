@@ -115,6 +115,10 @@ def drop_reason(body: Mapping[str, Any], me: SlackIdentity) -> str | None:
         return "other_bot"
     if not event.get("user") or not event.get("channel") or not event.get("ts"):
         return "incomplete"
+    if not all(isinstance(event.get(f), str) for f in ("user", "channel", "ts")) or not isinstance(
+        event.get("text", ""), str
+    ):
+        return "malformed"
     return None
 
 

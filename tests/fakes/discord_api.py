@@ -646,6 +646,15 @@ class FakeDiscord:
             raise RuntimeError(f"no identified gateway connection to dispatch {event} to")
         await self._broadcast(event, data, respect_intents=respect_intents)
 
+    async def dispatch_raw(self, event: str, data: Any) -> None:
+        """Send a DISPATCH (op 0) exactly as given to every identified gateway client: no intent
+        filtering, no content shaping, no validation. For malformed payloads in robustness tests."""
+        targets = [c for c in self._connections if c.session is not None and not c.ws.closed]
+        if not targets:
+            raise RuntimeError(f"no identified gateway connection to dispatch {event} to")
+        for conn in targets:
+            await self._send_dispatch(conn, event, data)
+
     async def send_message_create(
         self,
         *,
