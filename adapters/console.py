@@ -127,6 +127,9 @@ class ConsoleSink:
     def footer(self, info: ReplyInfo) -> str | None:
         return f"(answered by {info.model})" if info.fallback_used else None
 
+    def journal_target(self) -> dict[str, str] | None:
+        return None  # a terminal's reply cannot be finished by another process
+
 
 class RichConsoleSink:
     """Renders a reply as Markdown on a terminal, re-drawn in place while it streams."""
@@ -178,6 +181,9 @@ class RichConsoleSink:
 
     def footer(self, info: ReplyInfo) -> str | None:
         return f"*(answered by {info.model})*" if info.fallback_used else None
+
+    def journal_target(self) -> dict[str, str] | None:
+        return None  # a terminal's reply cannot be finished by another process
 
     def _update(self) -> None:
         if self._live is not None:

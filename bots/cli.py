@@ -11,11 +11,13 @@ import argparse
 import asyncio
 import contextlib
 import importlib.metadata
+import json
 import os
 import sys
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -29,7 +31,7 @@ from bots.runner import run_bots
 from bots.services import Services, describe_redis_error, redis_problem
 from bots.settings import Settings, SettingsError, redact_url
 from core.errors import ChatAPIError, DefinitionError, HistoryUnavailable, InvalidDefinition
-from core.usage import UsageRow
+from core.usage import UsageRow, usage_document
 
 MISSING_KEY = ("LUNOS_API_KEY is not set: export LUNOS_API_KEY=<your key> "
                "(any OpenAI-compatible server works with LUNOS_BASE_URL)")
@@ -79,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     usage = sub.add_parser("usage", help="tokens and requests per app ID, day and model")
     usage.add_argument("--app-id")
     usage.add_argument("--days", type=_positive_days, default=7, help="days back, today included (≥ 1)")
+    usage.add_argument("--json", action="store_true", help="one JSON document (README \"Usage\")")
     return parser
 
 
@@ -115,7 +118,7 @@ def _main(argv: Sequence[str] | None, env: Mapping[str, str] | None) -> int:
         if args.command == "check":
             return asyncio.run(_check(settings, report, bots_dir, offline=args.offline, out=sys.stdout))
         if args.command == "usage":
-            return asyncio.run(_usage(settings, args.app_id, args.days, out=sys.stdout))
+            return asyncio.run(_usage(settings, args.app_id, args.days, as_json=args.json, out=sys.stdout))
         if report.errors:
             for error in report.errors:
                 print(f"lunos-bots: {error}", file=sys.stderr)
@@ -306,25 +309,33 @@ async def _check_platforms(settings: Settings, definitions: Sequence[BotDefiniti
                 "Discord accepted the token (GET /users/@me)" if refused is None else refused))
 
 
-async def _usage(settings: Settings, app_id: str | None, days: int, *, out: TextIO) -> int:
+async def _usage(settings: Settings, app_id: str | None, days: int, *, as_json: bool, out: TextIO) -> int:
     async with Services(settings) as services:
         if not services.persistent:
-            out.write("REDIS_URL is unset: the embedded store keeps no usage between runs.\n")
+            # On stderr with --json: stdout stays one JSON document.
+            print("REDIS_URL is unset: the embedded store keeps no usage between runs.",
+                  file=sys.stderr if as_json else out)
         try:
             rows = await services.usage.read(app_id=app_id, days=days)
         except (RedisError, OSError, HistoryUnavailable) as exc:
             raise SettingsError(
                 f"REDIS_URL: Redis at {redact_url(settings.redis_url or '')} is unreachable "
                 f"({describe_redis_error(exc)}); start Redis or fix REDIS_URL") from exc
+    if as_json:
+        today = datetime.now(UTC).date().isoformat()
+        out.write(json.dumps(usage_document(rows, days=days, app_id=app_id, today=today), indent=2) + "\n")
+        return 0
     out.write(format_usage(rows))
     return 0
 
 
 def format_usage(rows: Sequence[UsageRow]) -> str:
-    header = ("day", "app_id", "model", "requests", "prompt_tokens", "completion_tokens", "usage_unknown")
+    header = ("day", "app_id", "model", "requests", "prompt_tokens", "completion_tokens", "usage_unknown",
+              "fallbacks", "failures", "refused")
     table = [header] + [
         (r.day, r.app_id, r.model, str(r.requests), str(r.prompt_tokens), str(r.completion_tokens),
-         str(r.usage_unknown)) for r in rows
+         str(r.usage_unknown), str(r.fallbacks), str(r.failures),
+         ",".join(f"{limit}={n}" for limit, n in sorted(r.refusals.items())) or "0") for r in rows
     ]
     if not rows:
         return "no usage recorded in this period\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.errors import DefinitionError, InvalidDefinition
+from core.limits import TurnLimits
 from core.profile import (
     DEFAULT_HISTORY_TTL_S,
     DEFAULT_MAX_MESSAGES,
@@ -34,9 +35,13 @@ CREDENTIAL_FIELDS: Mapping[str, tuple[str, ...]] = {
 REQUIRED_CREDENTIALS: Mapping[str, tuple[str, ...]] = {"slack": ("bot_token",), "discord": ("token",)}
 TOP_LEVEL_FIELDS = frozenset({
     "name", "platform", "app_id", "model", "fallback_models", "system_prompt", "max_tokens",
-    "history", "slack", "discord", "console",
+    "history", "limits", "slack", "discord", "console",
 })
 HISTORY_FIELDS = frozenset({"max_messages", "max_prompt_tokens", "ttl_days"})
+LIMIT_FIELDS = ("user_turns_in_flight", "user_turns_per_minute", "max_input_chars", "daily_tokens")
+# Platforms whose bots are open to many users: the limits hold for them even without a [limits]
+# table. The terminal bot has one local user and none.
+LIMITED_PLATFORMS = frozenset({"slack", "discord"})
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # used in URLs (/slack/<name>/events) and keys
 T = TypeVar("T")
@@ -50,6 +55,7 @@ class BotDefinition:
     profile: BotProfile
     platform_settings: Mapping[str, Any] = field(default_factory=dict)
     missing_credentials: tuple[str, ...] = ()  # "[slack].bot_token (SLACK_BOT_TOKEN unset)"
+    limits: TurnLimits | None = None  # None: no limits (the terminal bot)
 
     @property
     def name(self) -> str:
@@ -174,6 +180,8 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
     max_tokens = problems.attempt(
         lambda: _positive_int(file, data, "max_tokens", DEFAULT_MAX_TOKENS, "max_tokens"), DEFAULT_MAX_TOKENS)
     history = problems.attempt(lambda: _history(file, data), HistoryLimits())
+    no_limits: TurnLimits | None = None
+    limits = problems.attempt(lambda: _limits(file, data, platform), no_limits)
     platform_settings = data.get(platform, {})
     if not isinstance(platform_settings, dict):
         problems.add(DefinitionError(file, platform, "expected a table"))
@@ -190,7 +198,7 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
         system_prompt=str(system_prompt), max_tokens=max_tokens, history=history,
     )
     return BotDefinition(file=path, profile=profile, platform_settings=platform_settings,
-                         missing_credentials=missing + absent)
+                         missing_credentials=missing + absent, limits=limits)
 
 
 def _name(file: str, data: Mapping[str, Any]) -> str:
@@ -230,6 +238,34 @@ def _history(file: str, data: Mapping[str, Any]) -> HistoryLimits:
     problems.raise_if_any()
     return HistoryLimits(max_messages=max_messages, max_prompt_tokens=max_prompt_tokens,
                          ttl_s=ttl_days * 86400)
+
+
+def _limits(file: str, data: Mapping[str, Any], platform: str) -> TurnLimits | None:
+    """The `[limits]` table over its defaults; each limit is a whole number, 0 switching it off."""
+    raw = data.get("limits")
+    if platform not in LIMITED_PLATFORMS:
+        if raw is not None:
+            raise DefinitionError(file, "limits", f"a {platform!r} bot has one local user and no limits; "
+                                  "remove the [limits] table")
+        return None
+    if raw is None:
+        return TurnLimits()
+    if not isinstance(raw, dict):
+        raise DefinitionError(file, "limits", "expected a table")
+    problems = Problems()
+    for key in sorted(set(raw) - set(LIMIT_FIELDS)):
+        problems.add(DefinitionError(file, f"limits.{key}",
+                                     f"unknown field; expected one of {list(LIMIT_FIELDS)}"))
+    values: dict[str, int] = {}
+    for key in LIMIT_FIELDS:
+        value = raw.get(key, getattr(TurnLimits(), key))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            problems.add(DefinitionError(file, f"limits.{key}",
+                                         f"expected a whole number, 0 for no limit, got {value!r}"))
+            continue
+        values[key] = value
+    problems.raise_if_any()
+    return TurnLimits(**values)
 
 
 def load_definitions(directory: Path, env: Mapping[str, str]) -> LoadReport:

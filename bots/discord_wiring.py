@@ -9,6 +9,7 @@ they are process-wide: every Discord bot of the process talks to the same Discor
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import discord.gateway
@@ -22,8 +23,10 @@ from aiohttp import web
 
 from adapters.discord import DiscordBot, DiscordConfig, FooterSettings
 from adapters.discord.access import AccessPolicy
-from adapters.discord.config import DISCORD_MIN_EDIT_INTERVAL_S
+from adapters.discord.config import DISCORD_MIN_EDIT_INTERVAL_S, DISCORD_STOP_GRACE_S
 from bots.definitions import BotDefinition, Problems
+from bots.instrumentation import add_discord_call_counter
+from bots.metrics import Metrics
 from bots.services import Services
 from bots.settings import DEFAULT_DISCORD_API_URL, DEFAULT_DISCORD_GATEWAY_URL
 from core.engine import ConversationEngine
@@ -162,15 +165,30 @@ def point_discord_py(api_url: str, gateway_url: str) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
+def discord_stop_grace_s(shutdown_grace_s: float) -> float:
+    """Of SHUTDOWN_GRACE_S, how long replies in flight may finish on their own; the rest (15 s, or
+    half of a shorter grace) goes to ending the cut-short ones with a final message."""
+    return max(0.0, shutdown_grace_s - min(DISCORD_STOP_GRACE_S, shutdown_grace_s / 2))
+
+
 def build_discord_bot(
-    definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application
+    definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application,
+    metrics: Metrics | None = None,
 ) -> BotRuntime:
     """A `DiscordBot` for `definition`. `web_app` is unused: Discord needs no HTTP routes (the gateway
-    is an outgoing websocket)."""
-    config = discord_config(definition)
+    is an outgoing websocket). Its stop fits SHUTDOWN_GRACE_S; with `metrics`, its REST calls are
+    counted by route."""
+    grace = services.settings.shutdown_grace_s
+    config = replace(discord_config(definition), stop_grace_s=discord_stop_grace_s(grace))
     point_discord_py(services.settings.discord_api_url, services.settings.discord_gateway_url)
-    index = MessageIndex(services.redis, services.keys, ttl_s=definition.profile.history.ttl_s)
-    return RestartableDiscordBot(engine, config, index=index, coordination=services.coordination)
+    index = MessageIndex(services.redis, services.keys, ttl_s=definition.profile.history.ttl_s,
+                         circuit=services.circuit)
+    bot = RestartableDiscordBot(engine, config, index=index, coordination=services.coordination,
+                                stop_budget_s=grace)
+    trace = bot.client.http.http_trace
+    if metrics is not None and trace is not None:
+        add_discord_call_counter(trace, metrics, definition.name)
+    return bot
 
 
 class RestartableDiscordBot(DiscordBot):

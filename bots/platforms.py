@@ -9,6 +9,7 @@ from aiohttp import web
 
 from adapters.console import ConsoleBot
 from bots.definitions import BotDefinition
+from bots.metrics import Metrics
 from bots.services import Services
 from bots.settings import Settings
 from core.engine import ConversationEngine
@@ -28,17 +29,19 @@ def validate_platform_table(definition: BotDefinition, services_settings: Settin
 
 
 def build_runtime(
-    definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application
+    definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application,
+    metrics: Metrics | None = None,
 ) -> BotRuntime:
-    """An adapter for `definition`, registered on the shared HTTP server where it needs routes."""
+    """An adapter for `definition`, registered on the shared HTTP server where it needs routes, its
+    platform calls counted in `metrics`, its shutdown within SHUTDOWN_GRACE_S."""
     if definition.platform == "console":
         return ConsoleBot(engine)
     if definition.platform == "slack":
         from bots.slack_wiring import build_slack_bot  # slack-bolt is imported only when needed
 
-        return build_slack_bot(definition, engine, services, web_app)
+        return build_slack_bot(definition, engine, services, web_app, metrics)
     if definition.platform == "discord":
         from bots.discord_wiring import build_discord_bot  # likewise discord.py
 
-        return build_discord_bot(definition, engine, services, web_app)
+        return build_discord_bot(definition, engine, services, web_app, metrics)
     raise NotImplementedError(f"{definition.file}: platform {definition.platform!r} has no adapter yet")

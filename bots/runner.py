@@ -1,9 +1,10 @@
 """`run`: every bot that has its credentials, in one process, plus one HTTP server for Slack's
-HTTP mode, /healthz and /metrics. SIGTERM/SIGINT stop intake and let replies in flight finish.
+HTTP mode, /healthz (liveness), /readyz (readiness) and /metrics. SIGTERM/SIGINT stop intake and let
+replies in flight finish within SHUTDOWN_GRACE_S.
 
 A bot that fails to start (a rejected token, a platform that is down at deploy time) does not
 stop the others: its `BotSupervisor` logs one line per attempt, tries again with capped backoff,
-and /healthz and /metrics show it as not ready until it is up.
+and /readyz and /metrics show it as not ready until it is up.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
@@ -23,16 +25,21 @@ import structlog
 from aiohttp import web
 
 from adapters.console import ConsoleBot
+from adapters.discord import DiscordBot
+from adapters.slack import SlackBot
 from bots.definitions import BotDefinition
+from bots.instrumentation import InstrumentedEngine
 from bots.metrics import Metrics
 from bots.platforms import build_runtime
 from bots.services import Services, redis_answers
 from bots.settings import SettingsError
+from core.engine import ConversationEngine
+from core.journal import JournalEntry
 from core.ports import BotRuntime
 
 log = structlog.get_logger(__name__)
 
-HEALTH_REDIS_TIMEOUT_S = 1.0  # a probe must answer fast even when Redis hangs
+READY_REDIS_TIMEOUT_S = 1.0  # a readiness probe must answer fast even when Redis hangs
 # One start attempt (log in, open the socket). slack-sdk's Socket Mode connect retries some failures
 # forever on its own; past this the attempt counts as failed and is retried by us, visibly.
 START_TIMEOUT_S = 60.0
@@ -106,9 +113,10 @@ class BotSupervisor:
     def __init__(
         self, runtime: BotRuntime, stop: asyncio.Event, *, timeout_s: float = START_TIMEOUT_S,
         first_retry_s: float = START_RETRY_FIRST_S, max_retry_s: float = START_RETRY_MAX_S,
-        pause: Pause = wait_for_stop,
+        pause: Pause = wait_for_stop, on_started: Callable[[BotRuntime], None] | None = None,
     ) -> None:
         self.runtime = runtime
+        self._on_started = on_started
         self.state: SupervisorState = "waiting"
         self.attempts = 0
         self.last_error: str | None = None
@@ -128,7 +136,7 @@ class BotSupervisor:
         return self.state == "running" and self.runtime.ready
 
     def failure(self) -> dict[str, Any] | None:
-        """For /healthz: why the bot is not running yet, while it is being retried."""
+        """For /readyz: why the bot is not running yet, while it is being retried."""
         if self.state == "running" or self.last_error is None:
             return None
         return {"attempts": self.attempts, "error": self.last_error}
@@ -154,6 +162,8 @@ class BotSupervisor:
             self.last_error = None
             self.started.set()
             log.info("bot.started", bot=self.name, attempt=self.attempts)
+            if self._on_started is not None:
+                self._on_started(self.runtime)
             return
 
 
@@ -164,7 +174,7 @@ def _describe(exc: Exception, timeout_s: float) -> str:
 
 
 class Watched(Protocol):
-    """What /healthz and /metrics read of a bot: a `BotRuntime` or its `BotSupervisor`."""
+    """What /readyz and /metrics read of a bot: a `BotRuntime` or its `BotSupervisor`."""
 
     @property
     def name(self) -> str: ...
@@ -174,7 +184,12 @@ class Watched(Protocol):
 
 
 class HealthServer:
-    """/healthz and /metrics, plus whatever routes adapters registered on `app`."""
+    """/healthz, /readyz and /metrics, plus whatever routes adapters registered on `app`.
+
+    /healthz is liveness: it answers 200 whenever the event loop does, and never looks at Redis or a
+    platform — a liveness probe failing on a Redis outage would restart every pod and bring nothing
+    back. /readyz is readiness: 200 only when every bot is connected and Redis answers PING, else 503
+    with what is missing."""
 
     def __init__(self, services: Services, metrics: Metrics) -> None:
         self.app = web.Application()
@@ -183,7 +198,9 @@ class HealthServer:
         self._runtimes: list[Watched] = []
         self._supervisors: list[BotSupervisor] = []
         self._runner: web.AppRunner | None = None
+        metrics.watch_redis(services.circuit)
         self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics_view)
 
     def watch(self, runtimes: Sequence[Watched]) -> None:
@@ -216,18 +233,26 @@ class HealthServer:
         return bots
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        # Which bots are ready is shown for people (read from memory, no I/O); it never fails the probe.
+        return web.json_response({"ok": True, "bots": self.update_metrics()})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
         try:
-            redis_ok = await asyncio.wait_for(redis_answers(self._services.redis), HEALTH_REDIS_TIMEOUT_S)
+            problem = await asyncio.wait_for(self._services.redis_ready(), READY_REDIS_TIMEOUT_S)
         except TimeoutError:
-            redis_ok = False
+            self._services.circuit.record_failure()
+            problem = "timed out"
+        redis_ok = problem is None
         self._metrics.redis_up.set(1 if redis_ok else 0)
         bots = self.update_metrics()
-        healthy = redis_ok and all(bots.values())
-        body: dict[str, Any] = {"ok": healthy, "redis": redis_ok, "bots": bots}
+        ready = redis_ok and all(bots.values())
+        body: dict[str, Any] = {"ok": ready, "redis": redis_ok, "bots": bots}
+        if problem is not None:
+            body["redis_error"] = problem
         failures = {s.name: f for s in self._supervisors if (f := s.failure()) is not None}
         if failures:
             body["start_failures"] = failures
-        return web.json_response(body, status=200 if healthy else 503)
+        return web.json_response(body, status=200 if ready else 503)
 
     async def _metrics_view(self, request: web.Request) -> web.Response:
         self.update_metrics()  # a scrape without a health probe still sees which bots are up
@@ -261,10 +286,30 @@ async def run_bots(
     metrics = Metrics()
     server = HealthServer(services, metrics)
     stop = asyncio.Event()
+    # Replies a dead or stuck owner left (on any replica, before or after this process started)
+    # are finalised by whichever process runs their bot: each bot joins the sweep once started.
+    engines: dict[str, ConversationEngine] = {}
+
+    async def correct_history(entry: JournalEntry) -> None:
+        engine = engines.get(entry.bot)
+        if engine is not None:
+            await engine.correct_abandoned(entry)
+
+    sweeper = services.sweeper(on_outcome=metrics.journal_outcome, on_abandoned=correct_history)
+    sweeper.start()
+
+    def sweep_for(runtime: BotRuntime) -> None:
+        if isinstance(runtime, SlackBot | DiscordBot):
+            sweeper.add(runtime.name, runtime.finaliser())
+
     supervisors: list[BotSupervisor] = []
     for definition in chosen:
-        engine = services.engine(definition.profile, observer=metrics)
-        supervisors.append(BotSupervisor(build_runtime(definition, engine, services, server.app), stop))
+        engine = services.engine(definition.profile, observer=metrics, limits=definition.limits,
+                                 on_refusal=metrics.limit_refused,
+                                 engine_type=partial(InstrumentedEngine, metrics=metrics))
+        engines[definition.profile.name] = engine
+        runtime = build_runtime(definition, engine, services, server.app, metrics)
+        supervisors.append(BotSupervisor(runtime, stop, on_started=sweep_for))
     server.watch(supervisors)
     # HTTP only when something needs it: Slack/Discord deployments (probes, metrics, Slack HTTP
     # mode), or PORT/HOST set on purpose. The terminal bot alone binds nothing.
@@ -293,6 +338,7 @@ async def run_bots(
         for task in tasks:  # a start still in progress (or waiting to retry) is abandoned at once
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await sweeper.stop()  # a reply this process cannot finish now is left to the next sweep, anywhere
         attempted = [s.runtime for s in supervisors if s.attempts > 0]
         await asyncio.gather(*(r.stop() for r in attempted), return_exceptions=True)
         await server.stop()

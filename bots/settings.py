@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.chat_api import DEFAULT_BASE_URL, ChatTimeouts
+from core.journal import JOURNAL_FINALISE_FOR_S, JOURNAL_LEASE_S, JOURNAL_SWEEP_INTERVAL_S
 from core.redis_keys import DEFAULT_PREFIX
 
 DEFAULT_BOTS_DIR = Path(__file__).resolve().parent
@@ -16,7 +17,13 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
 DEFAULT_DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url accepts
+# redis-py's own URL schemes, plus ours for Sentinel and Cluster (`bots.redis_connect` reads them).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://",
+                 "redis+cluster://", "rediss+cluster://")
+# SIGTERM → exit: replies in flight get this long to finish (the chat API's total deadline, 180 s, plus
+# time for their final edits). Every adapter drains within it; the Helm chart's
+# terminationGracePeriodSeconds is derived from the same value.
+DEFAULT_SHUTDOWN_GRACE_S = 190.0
 
 
 class SettingsError(ValueError):
@@ -35,6 +42,25 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw}")
     return value
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not Path(raw).is_file():
+        raise SettingsError(f"{name}={raw!r}: no such file")
+    return raw
+
+
+@dataclass(frozen=True)
+class RedisTLS:
+    """TLS files for `rediss://` (and the TLS forms of Sentinel and Cluster), from REDIS_TLS_*; the
+    same options may instead be query parameters of REDIS_URL (`?ssl_ca_certs=…`)."""
+
+    ca_file: str | None = None  # a private CA's certificate (else the system's trust store)
+    cert_file: str | None = None  # a client certificate, for Redis servers that ask for one
+    key_file: str | None = None
 
 
 def _with_trailing_slash(url: str) -> str:
@@ -62,6 +88,11 @@ class Settings:
     bots_dir: Path
     # PORT or HOST set explicitly: `run` serves HTTP (health, metrics) even for the console bot alone.
     http_requested: bool = False
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    redis_tls: RedisTLS = field(default_factory=lambda: RedisTLS())
+    journal_lease_s: float = JOURNAL_LEASE_S
+    journal_sweep_interval_s: float = JOURNAL_SWEEP_INTERVAL_S
+    journal_finalise_for_s: float = JOURNAL_FINALISE_FOR_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, log_format_default: str = "json") -> Settings:
@@ -77,9 +108,20 @@ class Settings:
         defaults = ChatTimeouts()
         redis_url = env.get("REDIS_URL", "").strip() or None
         if redis_url is not None and not redis_url.lower().startswith(REDIS_SCHEMES):
+            if "://" in redis_url:
+                raise SettingsError(
+                    f"REDIS_URL={redact_url(redis_url)!r}: unknown scheme; use one of "
+                    f"{', '.join(s.removesuffix('://') for s in REDIS_SCHEMES)} (README \"Managed Redis\")")
             raise SettingsError(
                 f"REDIS_URL={redact_url(redis_url)!r} has no scheme: use redis://{redact_url(redis_url)}/0 "
                 "(rediss:// for TLS, unix:///path/to/socket), or unset it for the embedded store")
+        redis_tls = RedisTLS(
+            ca_file=_file(env, "REDIS_TLS_CA_FILE"), cert_file=_file(env, "REDIS_TLS_CERT_FILE"),
+            key_file=_file(env, "REDIS_TLS_KEY_FILE"),
+        )
+        if (redis_tls.cert_file is None) != (redis_tls.key_file is None):
+            raise SettingsError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together (a client "
+                                "certificate and its key); set both or neither")
         return cls(
             api_key=env.get("LUNOS_API_KEY", "").strip() or None,
             base_url=env.get("LUNOS_BASE_URL", "").strip() or DEFAULT_BASE_URL,
@@ -100,6 +142,11 @@ class Settings:
             ),
             bots_dir=Path(env.get("LUNOS_BOTS_DIR", "").strip() or DEFAULT_BOTS_DIR),
             http_requested=bool(env.get("PORT", "").strip() or env.get("HOST", "").strip()),
+            shutdown_grace_s=_float(env, "SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S),
+            redis_tls=redis_tls,
+            journal_lease_s=_float(env, "JOURNAL_LEASE_S", JOURNAL_LEASE_S),
+            journal_sweep_interval_s=_float(env, "JOURNAL_SWEEP_INTERVAL_S", JOURNAL_SWEEP_INTERVAL_S),
+            journal_finalise_for_s=_float(env, "JOURNAL_FINALISE_FOR_S", JOURNAL_FINALISE_FOR_S),
         )
 
 

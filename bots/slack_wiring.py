@@ -12,10 +12,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import EditPacing, SlackBot, SlackBotConfig
+from adapters.slack.bot import CLEANUP_GRACE_S
 from adapters.slack.pacing import SLACK_TIER3_PER_MINUTE
 from adapters.slack.sink import NETWORK_ERRORS, error_code
 from adapters.slack.socket_mode import PROBE_TIMEOUT_S, open_socket_url
 from bots.definitions import BotDefinition, Problems
+from bots.instrumentation import SlackCallCounter
+from bots.metrics import Metrics
 from bots.services import Services
 from core.engine import ConversationEngine
 from core.errors import DefinitionError, PlatformError
@@ -71,13 +74,24 @@ class ProvenSlackBot(SlackBot):
 
     slack-sdk retries a refused `apps.connections.open` forever (a traceback every ~10 s, and a start
     that never returns); one call of our own turns it into a start failure naming the token, which
-    the runner reports and retries with backoff like any other."""
+    the runner reports and retries with backoff like any other.
+
+    With `metrics`, every Web API call of its clients is counted by method (`SlackCallCounter`)."""
+
+    def __init__(self, *args: Any, metrics: Metrics | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics = metrics
 
     async def start(self) -> None:
         config = self.config
         if config.app_token:
             await open_socket_url(config.api_url, config.app_token, bot=self.name)
         await super().start()
+        if self._metrics is not None:
+            counter = SlackCallCounter(self._metrics, self.name)
+            for client in (self._client, self._signal_client):
+                if client is not None and counter not in client.retry_handlers:
+                    client.retry_handlers.insert(0, counter)  # first: it sees every response
 
     @property
     def config(self) -> SlackBotConfig:
@@ -106,11 +120,20 @@ async def probe_slack(config: SlackBotConfig, *, bot: str) -> list[str]:
     return problems
 
 
+def slack_stop_grace_s(shutdown_grace_s: float) -> float:
+    """How long a Slack bot lets replies finish at SIGTERM, so that the clean-up after it still ends
+    within SHUTDOWN_GRACE_S."""
+    return max(0.0, shutdown_grace_s - CLEANUP_GRACE_S)
+
+
 def build_slack_bot(
-    definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application
+    definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application,
+    metrics: Metrics | None = None,
 ) -> BotRuntime:
     config = slack_config(definition, services.settings.slack_api_url)
-    bot = ProvenSlackBot(engine, config, budget=RateBudget(services.redis, services.keys))
+    budget = RateBudget(services.redis, services.keys, circuit=services.circuit)
+    bot = ProvenSlackBot(engine, config, budget=budget,
+                         stop_grace_s=slack_stop_grace_s(services.settings.shutdown_grace_s), metrics=metrics)
     if not config.socket_mode:
         bot.register_routes(web_app)
     return bot

@@ -8,6 +8,7 @@ not know which platform it serves: adapters hand it an `IncomingMessage` and a `
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from core.errors import (
     ReplyUndeliverable,
     RequestRejected,
 )
+from core.journal import JournalEntry, ReplyJournal
+from core.limits import Admission, Refusal, TurnLimiter
 from core.ports import Coordination, HistoryStore, ReplySink, TurnObserver, UsageRecorder
 from core.profile import BotProfile
 from core.reply import ReplyStream
@@ -63,7 +66,9 @@ TURN_STARTED_AT = "turn_started_at"
 AUTHOR_LOOKUP_TIMEOUT_S = 2.0  # a slow name lookup falls back to what the adapter knew
 APOLOGY_INTERNAL = "Sorry — something went wrong on my side. Please try again."
 
-TurnStatus = Literal["answered", "interrupted", "duplicate", "command", "failed"]
+# "deferred": answered and saved, but the platform did not take the final state within the turn;
+# the reply journal delivers it (or, past its window, ends the reply with a note and counts that).
+TurnStatus = Literal["answered", "interrupted", "duplicate", "command", "failed", "deferred", "refused"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ class ConversationEngine:
         usage: UsageRecorder,
         estimator: TokenEstimator | None = None,
         observer: TurnObserver | None = None,
+        journal: ReplyJournal | None = None,
+        limits: TurnLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -122,6 +129,8 @@ class ConversationEngine:
         self._usage = usage
         self._estimator = estimator or TokenEstimator()
         self._observer = observer
+        self._journal = journal
+        self._limits = limits
         self._clock = clock
         self._wall_clock = wall_clock
 
@@ -156,29 +165,50 @@ class ConversationEngine:
                 log.info("turn.duplicate", event_id=message.event_id)
                 return TurnOutcome(status="duplicate")
             command = message.text.strip().lower()
-            return await self._in_turn(message, sink, command)
+            # Limits (`core.limits`) hold before anything is shown: a refused turn gets one short
+            # message, no model call, nothing saved. Commands cost no model call and are never refused.
+            admission: Admission | None = None
+            if self._limits is not None and command not in RESET_COMMANDS | HELP_COMMANDS:
+                verdict = await self._limits.admit(message)
+                if isinstance(verdict, Refusal):
+                    await verdict.deliver(sink)
+                    return TurnOutcome(status="refused")
+                admission = verdict
+            try:
+                return await self._in_turn(message, sink, command)
+            finally:
+                if admission is not None:
+                    await asyncio.shield(admission.release())
 
     async def _in_turn(self, message: IncomingMessage, sink: ReplySink, command: str) -> TurnOutcome:
         # The working signal goes up before waiting for the conversation's previous turn, so the
         # user sees at once that the bot heard them.
-        reply = ReplyStream(sink, clock=self._clock)
+        reply = ReplyStream(sink, clock=self._clock, journal=self._journal, bot=self.profile.name,
+                            conversation=message.conversation.to_json())
         await reply.open()
+        outcome: TurnOutcome | None = None
         try:
             # The lock orders turns, not deliveries: it is released once the answer is saved and
             # every message of the reply is posted (posts fix the order in the conversation); the
             # final edits land after it, so the next turn's model request does not wait for them.
             async with self._coordination.conversation_lock(self.profile.name, message.conversation):
                 if command in RESET_COMMANDS:
-                    return await self._reset(message, reply)
-                if command in HELP_COMMANDS:
+                    outcome = await self._reset(message, reply)
+                elif command in HELP_COMMANDS:
                     reply.end(note=self.help_text())
                     await reply.posts_landed()
-                    return TurnOutcome(status="command")
-                return await self._answer(message, reply)
+                    outcome = TurnOutcome(status="command")
+                else:
+                    outcome = await self._answer(message, reply)
         finally:
             # Outside the lock. The note counts only when nothing above ended the reply (it
             # raised): never leave a placeholder.
             await asyncio.shield(reply.close(note=INTERRUPTED_NOTE if reply.text else APOLOGY_INTERNAL))
+        assert outcome is not None  # every branch above sets it or raises
+        if reply.final_failed and outcome.status in ("answered", "interrupted"):
+            log.warning("turn.deferred", note="the final state did not land; the reply journal delivers it")
+            return dataclasses.replace(outcome, status="deferred")
+        return outcome
 
     async def has_history(self, conversation: ConversationKey) -> bool:
         """Whether this bot is in `conversation` (e.g. a Slack thread it answered in): it has
@@ -188,6 +218,20 @@ class ConversationEngine:
             return await self._history.exists(conversation, or_in_progress=True)
         except HistoryUnavailable:
             return False
+
+    async def correct_abandoned(self, entry: JournalEntry) -> None:
+        """The journal gave up on showing `entry`'s final text: history keeps what the user saw,
+        with the note, not the answer they never got (`JournalSweeper`'s `on_abandoned`)."""
+        conversation = ConversationKey.from_json(entry.conversation) if entry.conversation else None
+        if conversation is None:
+            return
+        seen = "".join(entry.shown_with_note())
+        try:
+            found = await self._history.revise(conversation, entry.id, seen)
+        except HistoryUnavailable as exc:
+            log.warning("history.degraded", op="revise", error=str(exc))
+            return
+        log.info("turn.corrected", reply=entry.id, found=found, note="history holds what the user saw")
 
     async def reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         """The `reset` command, for adapters with a native command (a Discord slash command)."""
@@ -291,6 +335,7 @@ class ConversationEngine:
             await reply.close(note=INTERRUPTED_NOTE if reply.text else apology)
             log.warning("turn.failed", error=str(exc), error_type=type(exc).__name__,
                         latency_ms=self._ms_since(started), degraded=degraded)
+            await self._usage.record_failure(self.profile.app_id, self.profile.model)
             return TurnOutcome(status="failed", apology=apology, degraded=degraded, history_trimmed=trimmed)
         except BaseException as exc:
             # Cancellation (shutdown) or a bug: still leave a final message, then let it propagate.
@@ -317,7 +362,7 @@ class ConversationEngine:
         turns = [
             *(history if seeded else []),
             Turn("user", message.text, author=user.name, at=self._wall_clock()),
-            Turn("assistant", result.text, model=result.model, at=self._wall_clock()),
+            Turn("assistant", result.text, model=result.model, at=self._wall_clock(), reply=reply.journal_id),
         ]
         try:
             dropped = await self._history.append(message.conversation, turns)
@@ -325,7 +370,8 @@ class ConversationEngine:
         except HistoryUnavailable as exc:
             degraded = True
             log.warning("history.degraded", op="save", error=str(exc))
-        await self._usage.record(self.profile.app_id, result.model, result.usage)
+        await self._usage.record(self.profile.app_id, result.model, result.usage,
+                                 fallback=result.fallback_used)
         if result.usage is not None and result.attempts == 1:
             self._estimator.calibrate(result.model, messages, result.usage.prompt_tokens)
         tokens = result.usage.total_tokens if result.usage else "unknown"

@@ -45,7 +45,12 @@ class ReplySink(Protocol):
     Relied on by `core.reply.ReplyStream`, which calls `start` once, `post`/`edit` as the renderer
     decides (at most one call in flight, newest text wins) and `finish` once at the end. An adapter
     paces `edit` itself (per-workspace or per-channel budgets) by awaiting inside it, and absorbs
-    platform errors it can recover from; what it cannot it raises as `PlatformError`.
+    platform errors it can recover from (its retries are the only ones within a turn); what it
+    cannot it raises as `PlatformError`, and the reply journal takes over.
+
+    The repost rule: core never posts a message's text anew because an edit failed. A sink that
+    can no longer edit a message at all (Discord's edit window) replaces it itself: it posts the
+    text as a new message and deletes the old one, so one message remains.
     """
 
     @property
@@ -66,6 +71,26 @@ class ReplySink(Protocol):
     def footer(self, info: ReplyInfo) -> str | None:
         """A short note appended to the last message (model used, context trimmed), or None."""
 
+    def journal_target(self) -> dict[str, str] | None:
+        """Where this reply lives, in words the adapter's `Finaliser` understands (channel,
+        thread…), for the reply journal; None for a reply nobody else could finish (a terminal)."""
+
+
+class Finaliser(Protocol):
+    """Reaches a reply again from its journal `target`, in any process running the bot. Relied on
+    by `core.journal.JournalSweeper`, which finalises replies whose owner died or gave up; each
+    platform adapter implements it. One attempt per call: the sweeper retries with backoff. Errors
+    are `PlatformError`, or `ReplyUndeliverable` when no retry can help (the message is gone)."""
+
+    async def post(self, target: dict[str, str], text: str) -> str:
+        """Post a message of the reply; returns its ref."""
+
+    async def edit(self, target: dict[str, str], ref: str, text: str) -> None:
+        """Make message `ref` show `text` (its final state)."""
+
+    async def done(self, target: dict[str, str]) -> None:
+        """The reply is final: clear what still says the bot is working (best effort)."""
+
 
 class Clock(Protocol):
     """Monotonic seconds. Relied on by the renderer and the chat client so tests control time."""
@@ -84,6 +109,10 @@ class HistoryStore(Protocol):
 
     async def clear(self, key: ConversationKey) -> None:
         """Forget the conversation, remembering that it was reset."""
+
+    async def revise(self, key: ConversationKey, reply: str, content: str) -> bool:
+        """Replace the stored answer of journal reply `reply` with what the user actually saw (its
+        final text never reached them). False when it is no longer stored."""
 
     async def exists(self, key: ConversationKey, *, or_in_progress: bool = False) -> bool:
         """Whether the bot has talked in this conversation (turns stored, or reset by a user), or
@@ -104,7 +133,11 @@ class Coordination(Protocol):
 class UsageRecorder(Protocol):
     """Token accounting per app ID, day and model. Relied on by `ConversationEngine` and the CLI."""
 
-    async def record(self, app_id: str, model: str, usage: Usage | None) -> None: ...
+    async def record(self, app_id: str, model: str, usage: Usage | None, *, fallback: bool = False) -> None:
+        """One answered reply (`fallback`: a fallback model answered it)."""
+
+    async def record_failure(self, app_id: str, model: str) -> None:
+        """One turn no model could answer."""
 
 
 

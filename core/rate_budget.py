@@ -34,13 +34,11 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from core.redis_circuit import RedisCircuit
 from core.redis_keys import RedisKeys
 
 log = structlog.get_logger(__name__)
 
-# While Redis is down, ask it again this often rather than on every call: a failing call can take
-# seconds (connect timeout, client retries), which would stall every paced edit.
-REDIS_RETRY_INTERVAL_S = 5.0
 
 # Both scripts start here. KEYS[1]: the bucket, a hash {tokens, at}. ARGV: capacity, refill per
 # second, now (s), then one argument of the script's own. Reads the bucket refilled up to `now`.
@@ -195,8 +193,14 @@ class RateBudget:
     """Named token buckets under one key prefix; each name is one budget (e.g. one method in one
     workspace), shared by every process using the same Redis and prefix."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, *, clock: Callable[[], float] = time.time,
+        circuit: RedisCircuit | None = None,
+    ) -> None:
         self._redis = redis
+        # The process's one Redis circuit (shared with history, locks, the journal): while it is
+        # open, buckets are kept here without paying a failing call each time.
+        self._circuit = circuit or RedisCircuit()
         self._keys = keys
         self._clock = clock
         self._script = redis.register_script(RESERVE_SCRIPT)
@@ -205,7 +209,6 @@ class RateBudget:
         self._spare_script = redis.register_script(TAKE_SPARE_SCRIPT)
         self._local: dict[str, _LocalBucket] = {}
         self._degraded = False
-        self._retry_redis_at = 0.0
 
     @property
     def degraded(self) -> bool:
@@ -218,7 +221,7 @@ class RateBudget:
         With `max_wait_s`, returns None instead (and takes nothing) when the wait would be longer.
         """
         now = self._clock()
-        if self._degraded and now < self._retry_redis_at:
+        if self._circuit.is_open:
             return self._reserve_here(name, spec, now, max_wait_s)
         key = self._keys.bucket(name)
         try:
@@ -229,33 +232,25 @@ class RateBudget:
             )
             granted, wait = _parse_reply(reply)
         except (RedisError, OSError) as exc:
-            if not self._degraded:
-                log.warning("rate_budget.degraded", error=type(exc).__name__,
-                            note="Redis failed: budgets are kept per process until it answers")
-                self._degraded = True
-            self._retry_redis_at = now + REDIS_RETRY_INTERVAL_S
+            self._failed(exc)
             return self._reserve_here(name, spec, now, max_wait_s)
-        if self._degraded:
-            log.info("rate_budget.recovered")
-            self._degraded = False
+        self._answered()
         return wait if granted else None
 
     async def hold(self, name: str, spec: BucketSpec, seconds: float) -> None:
         """The platform said "retry after `seconds`": the next reservation of `name`, by anyone,
         waits at least that long. One atomic round trip."""
         now = self._clock()
-        if not (self._degraded and now < self._retry_redis_at):
+        if not self._circuit.is_open:
             try:
                 await self._hold_script(
                     keys=[self._keys.bucket(name)],
                     args=[repr(spec.capacity), repr(spec.refill_per_s), repr(now), repr(max(0.0, seconds))],
                 )
+                self._answered()
                 return
             except (RedisError, OSError) as exc:
-                if not self._degraded:
-                    log.warning("rate_budget.degraded", error=type(exc).__name__)
-                    self._degraded = True
-                self._retry_redis_at = now + REDIS_RETRY_INTERVAL_S
+                self._failed(exc)
         bucket = self._local.setdefault(name, _LocalBucket(tokens=spec.capacity, at=now))
         _hold_locally(bucket, spec, now, max(0.0, seconds))
 
@@ -294,7 +289,7 @@ class RateBudget:
     async def release(self, name: str, holder: str) -> None:
         """`holder` needs its claim no more (its last call was made, or it never will be)."""
         self._local.get(name, _LocalBucket(0.0, 0.0)).holders.pop(holder, None)
-        if self._degraded and self._clock() < self._retry_redis_at:
+        if self._circuit.is_open:
             return
         try:
             await self._redis.zrem(self._keys.bucket_holders(name), holder)
@@ -306,7 +301,7 @@ class RateBudget:
         self, script: AsyncScript, name: str, spec: BucketSpec, now: float, holder: str, ttl_s: float
     ) -> int | None:
         """Run an allocation script; None while Redis is down (the caller runs it here instead)."""
-        if self._degraded and now < self._retry_redis_at:
+        if self._circuit.is_open:
             return None
         try:
             reply = await script(
@@ -314,15 +309,23 @@ class RateBudget:
                 args=[repr(spec.capacity), repr(spec.refill_per_s), repr(now), holder, repr(now + ttl_s)],
             )
         except (RedisError, OSError) as exc:
-            if not self._degraded:
-                log.warning("rate_budget.degraded", error=type(exc).__name__)
-                self._degraded = True
-            self._retry_redis_at = now + REDIS_RETRY_INTERVAL_S
+            self._failed(exc)
             return None
+        self._answered()
+        return int(reply)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._circuit.record_failure()
+        if not self._degraded:
+            log.warning("rate_budget.degraded", error=type(exc).__name__,
+                        note="Redis failed: budgets are kept per process until it answers")
+            self._degraded = True
+
+    def _answered(self) -> None:
+        self._circuit.record_success()
         if self._degraded:
             log.info("rate_budget.recovered")
             self._degraded = False
-        return int(reply)
 
     def _bucket_here(self, name: str, spec: BucketSpec, now: float) -> _LocalBucket:
         return self._local.setdefault(name, _LocalBucket(tokens=spec.capacity, at=now))

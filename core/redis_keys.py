@@ -47,12 +47,28 @@ class RedisKeys:
         app_id, _, day = key[len(head):].rpartition(":")
         return (app_id, day) if app_id and day else None
 
+    # One hash tag per user of a bot: the limits script (`core.limits`) touches both keys at once.
+    def user_turns_in_flight(self, bot: str, user: str) -> str:
+        """A user's turns in progress with `bot` (`TurnLimiter`), a sorted set turn → lease expiry."""
+        return f"{self.prefix}:limits:{{{bot}|{user}}}:in_flight"
+
+    def user_turns_started(self, bot: str, user: str) -> str:
+        """A user's turns started with `bot` in the rate window, a sorted set turn → start time."""
+        return f"{self.prefix}:limits:{{{bot}|{user}}}:started"
+
     def bucket(self, name: str) -> str:
         return f"{self.prefix}:bucket:{{{name}}}"
 
     def bucket_holders(self, name: str) -> str:
         """Who holds a claim on bucket `name`'s tokens (`RateBudget.admit`); same slot as the bucket."""
         return f"{self.prefix}:bucket:{{{name}}}:holders"
+
+    # The reply journal: every key in one Cluster slot, so the claim script reads them together.
+    def journal_entry(self, entry_id: str) -> str:
+        return f"{self.prefix}:{{journal}}:reply:{entry_id}"
+
+    def journal_due(self) -> str:
+        return f"{self.prefix}:{{journal}}:due"
 
     def message_conversation(self, bot: str, ref: str) -> str:
         """Which conversation a platform message (`ref`, platform-qualified) belongs to."""

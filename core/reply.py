@@ -9,32 +9,49 @@ Posts go before queued edits: a post decides where a message sits in the convers
 what it says. So once `end` has fixed the final text, `posts_landed` returns as soon as every
 message of the reply exists, and the caller may let the conversation's next turn start while the
 final edits are still on their way (`close` waits for those).
+
+With a `ReplyJournal`, the reply is recorded in Redis from `open` to the moment the platform shows
+its final state (see `core.journal`): a crash, or a final state the platform would not take before
+the sink gave up, leaves it to whichever replica sweeps next. Core never retries or reposts a
+failed operation itself: the sink's retries are the only ones within the turn, the journal's after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 
 import structlog
 
 from core.errors import ReplyUndeliverable
+from core.journal import JournalEntry, ReplyJournal
 from core.ports import ReplySink
 from core.streaming import Edit, Operation, Post, StreamRenderer
 
 log = structlog.get_logger(__name__)
 
-FINAL_OPERATION_ATTEMPTS = 3  # a final state is what the user keeps: worth retrying
-FINAL_RETRY_DELAY_S = 0.2  # doubled per retry; sinks already honour platform Retry-After
 
 
 class ReplyStream:
     """One reply being streamed to one sink. Use `open`, `push` per delta, then `close` once."""
 
-    def __init__(self, sink: ReplySink, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, sink: ReplySink, *, clock: Callable[[], float] = time.monotonic,
+        journal: ReplyJournal | None = None, bot: str = "", conversation: str = "",
+    ) -> None:
         self._sink = sink
+        self._journal = journal
+        self._bot = bot
+        self._conversation = conversation  # its key as JSON, recorded with the journal entry
+        self._entry: JournalEntry | None = None  # this reply in the journal, while it has one
+        self._renewal: asyncio.Task[None] | None = None
+        self._journal_writes: set[asyncio.Task[None]] = set()
+        self.final_failed = False  # a final state did not land: the journal finishes the reply
+        self.taken_over = False  # another process claimed this reply in the journal
+        self._final_recorded: asyncio.Task[None] | None = None  # the journal write of the final text
         self._clock = clock
         self._renderer = StreamRenderer(sink.limits)
         self._queue: deque[Operation] = deque()
@@ -57,6 +74,11 @@ class ReplyStream:
         return self._sink
 
     @property
+    def journal_id(self) -> str | None:
+        """This reply's id in the journal, while it has an entry there."""
+        return self._entry.id if self._entry is not None else None
+
+    @property
     def ended(self) -> bool:
         """`end` (or `close`) has run: the final text is decided."""
         return self._ended
@@ -75,6 +97,7 @@ class ReplyStream:
             log.warning("reply.start_failed", error=repr(exc))
         if self._sink.limits is not self._renderer.limits:
             self._renderer.adopt_limits(self._sink.limits)  # the sink chose how this reply grows
+        await self._open_journal()
         self._enqueue(self._renderer.start(self._clock()))
 
     async def push(self, delta: str) -> None:
@@ -100,6 +123,9 @@ class ReplyStream:
             self._timer.cancel()
             self._timer = None
         self._enqueue(self._renderer.finish(self._clock(), note))
+        if self._entry is not None:
+            self._entry.final = [segment.text for segment in self._renderer.segments]
+            self._final_recorded = self._write_journal()
         self._closing = True
         self._wake.set()
 
@@ -119,10 +145,67 @@ class ReplyStream:
     async def _deliver(self) -> None:
         if self._worker is not None:
             await self._worker
+        await self._settle_journal()
         try:
             await self._sink.finish()
         except Exception as exc:
             log.warning("reply.finish_failed", error=repr(exc))
+
+    # -- the journal -----------------------------------------------------------------------
+
+    async def _open_journal(self) -> None:
+        target = self._sink.journal_target() if self._journal is not None else None
+        if self._journal is None or target is None:
+            return
+        entry = JournalEntry(id=uuid.uuid4().hex, bot=self._bot, target=target,
+                             indicator=self._renderer.limits.streaming_indicator,
+                             conversation=self._conversation)
+        if await self._journal.open(entry):
+            self._entry = entry
+            self._renewal = asyncio.create_task(self._renew(), name="reply-journal-renewal")
+
+    async def _renew(self) -> None:
+        assert self._journal is not None and self._entry is not None
+        while True:
+            await asyncio.sleep(self._journal.lease_s / 3)
+            if await self._journal.record(self._entry) is False:
+                self._taken_over()
+                return
+
+    def _write_journal(self) -> asyncio.Task[None] | None:
+        """Record the entry now, without holding the reply up (posts and the final text)."""
+        if self._journal is None or self._entry is None:
+            return None
+        journal, entry = self._journal, self._entry
+
+        async def write() -> None:
+            if await journal.record(entry) is False:
+                self._taken_over()
+
+        task = asyncio.create_task(write(), name="reply-journal-write")
+        self._journal_writes.add(task)
+        task.add_done_callback(self._journal_writes.discard)
+        return task
+
+    def _taken_over(self) -> None:
+        if not self.taken_over:
+            self.taken_over = True
+            log.warning("reply.taken_over", note="another process is finalising this reply")
+            self.undeliverable = ReplyUndeliverable("another process took this reply over")
+
+    async def _settle_journal(self) -> None:
+        """After the last operation: forget the reply, or leave it due at once for a sweeper."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+        if self._journal_writes:
+            await asyncio.gather(*self._journal_writes, return_exceptions=True)
+        if self._journal is None or self._entry is None or self.taken_over:
+            return
+        if self.final_failed:
+            log.warning("reply.handed_to_journal", reply=self._entry.id)
+            await self._journal.record(self._entry, due_in_s=0.0)
+        else:
+            await self._journal.close(self._entry)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -176,6 +259,12 @@ class ReplyStream:
                         continue  # nothing more can be shown: drop, do not repost
                     if isinstance(op, Edit) and not op.final and not await self._wait_for_turn(op):
                         continue
+                    if self._final_recorded is not None:
+                        # Final states go out only once the journal holds them under this owner's
+                        # fence: a replica that claimed the reply meanwhile is not overwritten.
+                        await asyncio.shield(self._final_recorded)
+                        if self.undeliverable is not None:
+                            continue
                     await self._execute(op)
                 finally:
                     if isinstance(op, Post):
@@ -205,27 +294,35 @@ class ReplyStream:
 
     async def _execute(self, op: Operation) -> None:
         final = isinstance(op, Post) or op.final
-        attempts = FINAL_OPERATION_ATTEMPTS if final else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                ref = self._refs.get(op.index)
-                if isinstance(op, Post) or ref is None or attempt == attempts > 1:
-                    # A post, an edit whose post failed, or a final edit that keeps failing (the
-                    # message was deleted, say): post the text anew so it still appears.
-                    self._refs[op.index] = await self._sink.post(op.text)
-                else:
-                    await self._sink.edit(ref, op.text, final=op.final)
-                self._last_sent[op.index] = self._clock()
-                return
-            except asyncio.CancelledError:
-                raise
-            except ReplyUndeliverable as exc:
-                self.undeliverable = exc
-                log.warning("reply.undeliverable", operation=type(op).__name__, error=str(exc))
-                return
-            except Exception as exc:  # the sink already retried what it could; keep the reply going
-                self.failed_operations += 1
-                log.warning("reply.operation_failed", operation=type(op).__name__, final=final,
-                            attempt=attempt, error=repr(exc))
-                if attempt < attempts:
-                    await asyncio.sleep(FINAL_RETRY_DELAY_S * 2 ** (attempt - 1))
+        try:
+            ref = self._refs.get(op.index)
+            if isinstance(op, Post) or ref is None:
+                # A post, or an edit of a message whose post failed: it has to exist first.
+                ref = self._refs[op.index] = await self._sink.post(op.text)
+                self._journal_shows(op.index, ref, op.text, write=True)
+            else:
+                await self._sink.edit(ref, op.text, final=op.final)
+                self._journal_shows(op.index, ref, op.text, write=False)
+            self._last_sent[op.index] = self._clock()
+        except asyncio.CancelledError:
+            raise
+        except ReplyUndeliverable as exc:
+            self.undeliverable = exc
+            log.warning("reply.undeliverable", operation=type(op).__name__, error=str(exc))
+        except Exception as exc:  # the sink already retried what it could; keep the reply going
+            self.failed_operations += 1
+            if final:
+                self.final_failed = True  # the journal keeps trying after the turn
+            log.warning("reply.operation_failed", operation=type(op).__name__, final=final, error=repr(exc))
+
+    def _journal_shows(self, index: int, ref: str, text: str, *, write: bool) -> None:
+        entry = self._entry
+        if entry is None:
+            return
+        while len(entry.refs) <= index:
+            entry.refs.append(None)
+            entry.shown.append("")
+        entry.refs[index] = ref
+        entry.shown[index] = text
+        if write:  # a new message: record where it is at once; edits ride on the next renewal
+            self._write_journal()

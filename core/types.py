@@ -166,6 +166,7 @@ class Turn:
     author: str | None = None  # display name in multi-user channels
     model: str | None = None  # which model wrote an assistant turn
     at: float = 0.0  # wall-clock seconds
+    reply: str | None = None  # an answer's id in the reply journal, so it can be corrected later
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"role": self.role, "content": self.content, "at": self.at}
@@ -173,6 +174,8 @@ class Turn:
             data["author"] = self.author
         if self.model:
             data["model"] = self.model
+        if self.reply:
+            data["reply"] = self.reply
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
@@ -187,12 +190,14 @@ class Turn:
         author = data.get("author")
         model = data.get("model")
         at = data.get("at", 0.0)
+        reply = data.get("reply")
         return cls(
             role=cast(Role, role),
             content=content,
             author=author if isinstance(author, str) else None,
             model=model if isinstance(model, str) else None,
             at=float(at) if isinstance(at, int | float) else 0.0,
+            reply=reply if isinstance(reply, str) else None,
         )
 
     def as_message(self) -> ChatMessage:

@@ -19,6 +19,7 @@ from core.chat_api import ChatClient, ChatTimeouts, RetryPolicy
 from core.coordination import RedisCoordination
 from core.engine import ConversationEngine
 from core.history import RedisHistory
+from core.journal import ReplyJournal
 from core.profile import BotProfile, HistoryLimits
 from core.redis_keys import RedisKeys
 from core.usage import RedisUsage
@@ -85,12 +86,13 @@ EngineFactory = Callable[..., ConversationEngine]
 def make_engine(chat_client: ChatClient, redis: Redis, keys: RedisKeys) -> EngineFactory:
     """Build an engine on real Redis and the fake chat API; keyword arguments override the profile."""
 
-    def build(redis_client: Redis | None = None, **overrides: Any) -> ConversationEngine:
+    def build(redis_client: Redis | None = None, journal: ReplyJournal | None = None,
+              **overrides: Any) -> ConversationEngine:
         store = redis_client or redis
         profile = make_profile(**overrides)
         return ConversationEngine(
             profile, chat=chat_client, history=RedisHistory(store, keys, profile.history, bot=profile.name),
-            coordination=RedisCoordination(store, keys), usage=RedisUsage(store, keys),
+            coordination=RedisCoordination(store, keys), usage=RedisUsage(store, keys), journal=journal,
         )
 
     return build

@@ -23,6 +23,7 @@ from discord import app_commands
 
 from adapters.discord.access import Place, Refusal, Sender, in_channels
 from adapters.discord.config import DiscordConfig
+from adapters.discord.finaliser import DiscordFinaliser
 from adapters.discord.gateway_guard import guard_gateway_parsers
 from adapters.discord.pacing import ChannelPacer, rate_limit_trace
 from adapters.discord.redaction import install_token_filter
@@ -49,9 +50,9 @@ from core.types import ConversationKey
 
 log = structlog.get_logger(__name__)
 
-# All of `stop`: Kubernetes' default terminationGracePeriodSeconds, after which it kills the process.
-# Replies get `DiscordConfig.stop_grace_s` of it to finish; the cut-short ones get the rest, less
-# `CLOSE_TIMEOUT_S`, to leave their final message.
+# All of `stop` unless the constructor is given `stop_budget_s` (the runner passes SHUTDOWN_GRACE_S,
+# the one shutdown setting). Replies get `DiscordConfig.stop_grace_s` of it to finish; the cut-short
+# ones get the rest, less `CLOSE_TIMEOUT_S`, to leave their final message.
 STOP_BUDGET_S = 30.0
 CLOSE_TIMEOUT_S = 3.0  # kept for the end: the gateway task ends promptly once the client is closed
 EMPTY_MENTION_TEXT = "help"  # "@bot" alone: say what the bot does instead of sending the model nothing
@@ -87,12 +88,14 @@ class DiscordBot:
         index: MessageIndex,
         coordination: Coordination,
         observer: MessageObserver | None = None,
+        stop_budget_s: float = STOP_BUDGET_S,
     ) -> None:
         self._engine = engine
         self._config = config
         self._index = index
         self._coordination = coordination
         self._observer = observer
+        self._stop_budget_s = stop_budget_s
         install_token_filter()  # before the client exists: its first interaction may be logged
         self._pacer = ChannelPacer(config.edit_interval_s)
         self._limits = discord_limits(config.edit_interval_s)
@@ -149,12 +152,16 @@ class DiscordBot:
         while pending := {t for t in self._inflight if not t.done() and t is not asyncio.current_task()}:
             await asyncio.gather(*pending, return_exceptions=True)
 
+    def finaliser(self) -> DiscordFinaliser:
+        """How the reply journal reaches this bot's answers (REST only: any shard will do)."""
+        return DiscordFinaliser(self._client)
+
     async def stop(self) -> None:
         """Stop taking messages and let replies in flight finish for `stop_grace_s`. Cancel the rest:
         the engine still leaves each a final message, and with the channel spacing lifted their final
-        edits go out at once; wait for them. Only then disconnect. All within `STOP_BUDGET_S`."""
+        edits go out at once; wait for them. Only then disconnect. All within `stop_budget_s`."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + STOP_BUDGET_S - CLOSE_TIMEOUT_S
+        deadline = loop.time() + self._stop_budget_s - CLOSE_TIMEOUT_S
         self._accepting = False
         pending = {t for t in self._inflight if not t.done() and t is not asyncio.current_task()}
         if pending:
@@ -170,7 +177,7 @@ class DiscordBot:
                 _, unfinished = await asyncio.wait(late, timeout=max(0.0, deadline - loop.time()))
                 if unfinished:
                     log.warning("discord.replies_unfinished", **self._log_context(),
-                                replies=len(unfinished), budget_s=STOP_BUDGET_S)
+                                replies=len(unfinished), budget_s=self._stop_budget_s)
         await self._client.close()
         if self._connection is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):

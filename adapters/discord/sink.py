@@ -50,6 +50,11 @@ UNDELIVERABLE_CODES = frozenset({
 # An edit holds its channel's slot while it runs; one that hangs must not stall every reply in the
 # channel for aiohttp's 5-minute default. Generous: it includes discord.py sitting out a 429.
 EDIT_TIMEOUT_S = 30.0
+# A final edit is what the user keeps: tried this often (each attempt is discord.py's own, which
+# already waits out 429s), with a backoff between, before the reply journal takes over. The only
+# retries within a turn: core neither retries nor reposts.
+FINAL_EDIT_ATTEMPTS = 3
+FINAL_EDIT_BACKOFF_S = 0.5  # doubles per attempt
 ORIGINAL_RESPONSE_REF = "original"  # an interaction's first (deferred) response
 FOOTER_PREFIX = "-# "  # Discord's subtext markdown: one small grey line
 FOOTER_SEPARATOR = " · "
@@ -83,7 +88,7 @@ def footer_text(info: ReplyInfo, settings: FooterSettings) -> str | None:
     return FOOTER_PREFIX + FOOTER_SEPARATOR.join(parts) if parts else None
 
 
-def _platform_error(action: str, exc: discord.HTTPException) -> PlatformError:
+def platform_error(action: str, exc: discord.HTTPException) -> PlatformError:
     """discord.py's error as ours: `ReplyUndeliverable` when Discord will refuse every further
     call for this reply (so nothing is retried or reposted), else `PlatformError`."""
     message = f"Discord refused to {action}: HTTP {exc.status}, code {exc.code}: {exc.text}"
@@ -120,9 +125,6 @@ class DiscordReplySink:
         self._typing: asyncio.Task[None] | None = None
         self._typing_shown = asyncio.Event()
         self._replies = True  # False once Discord refused a reply arrow here (160002)
-        # A message whose final edit failed for a reason that may pass: `ReplyStream` retries the
-        # edit and, failing again, posts the text anew; that post replaces this message.
-        self._stale: str | None = None
 
     @property
     def limits(self) -> RenderLimits:
@@ -134,23 +136,30 @@ class DiscordReplySink:
 
     async def post(self, text: str) -> str:
         await self._stop_typing()
-        stale = self._messages.get(self._stale) if self._stale is not None else None
-        self._stale = None
-        if stale is not None:  # ReplyStream gave up editing it: this is its final text
-            sent = await self._send(text, _same_reference_as(stale))
-            self._replaced(stale, sent)
-            await self._delete_stale(stale)
-        else:
-            # In a DM the answer needs no reply arrow; in a guild it shows which question it answers.
-            target = self._last or (self._trigger if self._trigger.guild is not None else None)
-            reference = target.to_reference(fail_if_not_exists=False) if target is not None else None
-            sent = await self._send(text, reference)
-            self._last = sent
+        # In a DM the answer needs no reply arrow; in a guild it shows which question it answers.
+        target = self._last or (self._trigger if self._trigger.guild is not None else None)
+        reference = target.to_reference(fail_if_not_exists=False) if target is not None else None
+        sent = await self._send(text, reference)
+        self._last = sent
         ref = str(sent.id)
         self._messages[ref] = sent
         return ref
 
     async def edit(self, ref: str, text: str, *, final: bool) -> None:
+        attempts = FINAL_EDIT_ATTEMPTS if final else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._edit_once(ref, text, final=final)
+                return
+            except ReplyUndeliverable:
+                raise
+            except PlatformError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("discord.edit_retry", attempt=attempt, error=str(exc))
+                await asyncio.sleep(FINAL_EDIT_BACKOFF_S * 2 ** (attempt - 1))
+
+    async def _edit_once(self, ref: str, text: str, *, final: bool) -> None:
         message = self._messages[ref]
         if not final and self._pacer.draining:
             return  # shutting down: the final edit follows with newer text; save the request
@@ -160,27 +169,23 @@ class DiscordReplySink:
                     return
                 self._messages[ref] = await message.edit(content=text)
         except TimeoutError as exc:
-            self._note_failed(ref, final)
             raise PlatformError(f"Discord did not confirm an edit within {EDIT_TIMEOUT_S:g} s") from exc
         except discord.HTTPException as exc:
             if exc.code == EDITS_TOO_OLD_CODE:
                 await self._replace(ref, message, text)
                 return
-            error = _platform_error("edit a message", exc)
-            if not isinstance(error, ReplyUndeliverable):
-                self._note_failed(ref, final)
-            raise error from exc
+            raise platform_error("edit a message", exc) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            self._note_failed(ref, final)
             raise PlatformError(f"could not reach Discord to edit a message: {exc!r}") from exc
-        if self._stale == ref:
-            self._stale = None
 
     async def finish(self) -> None:
         await self._stop_typing()
 
     def footer(self, info: ReplyInfo) -> str | None:
         return footer_text(info, self._footer)
+
+    def journal_target(self) -> dict[str, str] | None:
+        return {"channel": str(self._channel.id)}
 
     # -- internals -------------------------------------------------------------------------
 
@@ -201,15 +206,11 @@ class DiscordReplySink:
                 self._replies = False
                 sent = await self._channel.send(text)
         except discord.HTTPException as exc:
-            raise _platform_error("post a message", exc) from exc
+            raise platform_error("post a message", exc) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise PlatformError(f"could not reach Discord to post a message: {exc!r}") from exc
         await self._index.remember(self._bot, [message_ref(sent.id)], self._conversation)
         return sent
-
-    def _note_failed(self, ref: str, final: bool) -> None:
-        if final:
-            self._stale = ref
 
     def _replaced(self, old: discord.Message, new: discord.Message) -> None:
         """`new` takes `old`'s place: later parts reply to it."""
@@ -290,7 +291,7 @@ class InteractionReplySink:
                 return ORIGINAL_RESPONSE_REF
             sent = await self._interaction.followup.send(text, ephemeral=True, wait=True)
         except discord.HTTPException as exc:
-            raise _platform_error("answer a command", exc) from exc
+            raise platform_error("answer a command", exc) from exc
         return str(sent.id)
 
     async def edit(self, ref: str, text: str, *, final: bool) -> None:
@@ -300,10 +301,13 @@ class InteractionReplySink:
             else:
                 await self._interaction.followup.edit_message(int(ref), content=text)
         except discord.HTTPException as exc:
-            raise _platform_error("edit a command answer", exc) from exc
+            raise platform_error("edit a command answer", exc) from exc
 
     async def finish(self) -> None:
         """Nothing to clear."""
 
     def footer(self, info: ReplyInfo) -> str | None:
         return None
+
+    def journal_target(self) -> dict[str, str] | None:
+        return None  # an interaction's token expires: its ephemeral answer is not journalled

@@ -34,12 +34,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.finaliser import SlackFinaliser
 from adapters.slack.middleware import DropIgnoredEvents
 from adapters.slack.names import UserNames
 from adapters.slack.pacing import EditPacing, WorkspacePacer
 from adapters.slack.retry import BudgetedRateLimitRetry
 from adapters.slack.sink import (
     NETWORK_ERRORS,
+    RETRY_BACKOFF_S,
     SIGNAL_TIMEOUT_S,
     SLACK_MIN_EDIT_INTERVAL_S,
     AssistantStatuses,
@@ -78,7 +80,9 @@ SEED_PAGE_SIZE = 200  # conversations.replies page: the most Slack advises
 # through: 10 pages (2,000 messages, 10 Tier 3 calls) reach the mention in all but extraordinary
 # threads. A longer one is seeded from its opening message only (see `read_thread_tail`).
 SEED_MAX_PAGES = 10
-STOP_GRACE_S = 190.0  # SIGTERM: replies end by the chat deadline (180 s); the deployment allows 200 s
+# SIGTERM: replies end by the chat deadline (180 s). The default when the constructor is given none;
+# the runner passes SHUTDOWN_GRACE_S (the one shutdown setting) less CLEANUP_GRACE_S.
+STOP_GRACE_S = 190.0
 # After the grace period, cancelled replies still post their final text and start their working
 # signal's clean-up (single calls of at most SIGNAL_TIMEOUT_S): this long is left for those.
 CLEANUP_GRACE_S = SIGNAL_TIMEOUT_S + 1.0
@@ -104,6 +108,7 @@ class SlackBotConfig:
     pacing: EditPacing = field(default_factory=EditPacing)
     min_edit_interval_s: float = SLACK_MIN_EDIT_INTERVAL_S
     signal_timeout_s: float = SIGNAL_TIMEOUT_S
+    retry_backoff_s: float = RETRY_BACKOFF_S  # a post or final edit Slack refused: first wait before retrying
 
     def __post_init__(self) -> None:
         if not self.app_token and not self.signing_secret:
@@ -218,6 +223,12 @@ class SlackBot:
             await asyncio.wait(set(self._tasks), timeout=CLEANUP_GRACE_S)
             await _cancel(set(self._tasks))
         await self._close_connections()
+
+    def finaliser(self) -> SlackFinaliser:
+        """How the reply journal reaches this app's replies (once started)."""
+        if self._client is None:
+            raise RuntimeError("start the bot first")
+        return SlackFinaliser(self._client)
 
     async def wait_idle(self) -> None:
         """Until every reply started so far has finished (tests and benchmarks)."""
@@ -375,6 +386,7 @@ class SlackBot:
             pacer=self._pacer(team_id), native=self._config.streaming == "native",
             min_edit_interval_s=self._config.min_edit_interval_s, statuses=self._statuses,
             background=self._background, signal_timeout_s=self._config.signal_timeout_s,
+            retry_backoff_s=self._config.retry_backoff_s,
         )
         await self._engine.handle(message, sink)
 

@@ -150,7 +150,7 @@ def _transient(exc: SlackApiError) -> bool:
     return status == 429 or status >= 500 or error_code(exc) in TRANSIENT_ERRORS
 
 
-def _failure(method: str, exc: Exception) -> PlatformError:
+def failure(method: str, exc: Exception) -> PlatformError:
     """The error to raise for a call that failed for good."""
     code = error_code(exc)
     if code in UNDELIVERABLE_ERRORS:
@@ -194,6 +194,7 @@ class SlackReplySink:
         statuses: AssistantStatuses | None = None,
         background: Background | None = None,
         signal_timeout_s: float = SIGNAL_TIMEOUT_S,
+        retry_backoff_s: float = RETRY_BACKOFF_S,
     ) -> None:
         self._target = target
         self._client = client  # retries 429s itself (Retry-After), for calls that must land
@@ -207,6 +208,7 @@ class SlackReplySink:
         self._statuses = statuses or AssistantStatuses()
         self._background = background  # runs the signal's clean-up after the turn; None: inline
         self._signal_timeout_s = signal_timeout_s
+        self._retry_backoff_s = retry_backoff_s
         self._streams: dict[str, str] = {}  # ts → text appended so far, for messages still streaming
         self._signal: asyncio.Task[WorkingSignal | None] | None = None
         self._posts = 0
@@ -277,9 +279,9 @@ class SlackReplySink:
         except SlackApiError as exc:
             if _rate_limited(exc):  # slack-sdk's own retries ran out: the whole workspace waits
                 await self._pacer.hold("chat.update", self._retry_after(exc))
-            raise _failure("chat.update", exc) from exc
+            raise failure("chat.update", exc) from exc
         except NETWORK_ERRORS as exc:
-            raise _failure("chat.update", exc) from exc
+            raise failure("chat.update", exc) from exc
 
     async def finish(self) -> None:
         if self.shed_edits or self.stream_fallbacks:
@@ -298,6 +300,11 @@ class SlackReplySink:
 
     def footer(self, info: ReplyInfo) -> str | None:
         return f"_(answered by {info.model})_" if info.fallback_used else None
+
+    def journal_target(self) -> dict[str, str] | None:
+        target = self._target
+        return {"channel": target.channel, "thread_ts": target.thread_ts or "", "source_ts": target.source_ts,
+                "signal": "reaction"}
 
     # -- the working signal ----------------------------------------------------------------
 
@@ -380,13 +387,13 @@ class SlackReplySink:
                 await self._pacer.wait_for_turn(method, must_land=True)
             elif attempt > 1:
                 await self._pacer.wait_to_post(channel)
-            delay = min(RETRY_BACKOFF_S * 2 ** (attempt - 1), RETRY_BACKOFF_MAX_S)
+            delay = min(self._retry_backoff_s * 2 ** (attempt - 1), RETRY_BACKOFF_MAX_S)
             try:
                 with self._pacer.charging(method, channel=channel):
                     return await call()
             except SlackApiError as exc:
                 if attempt == MUST_LAND_ATTEMPTS or not _transient(exc):
-                    raise _failure(method, exc) from exc
+                    raise failure(method, exc) from exc
                 if _rate_limited(exc):
                     # slack-sdk's own retries ran out. Hold the bucket back by Retry-After; the next
                     # attempt's turn then comes after it, for this reply and every other.
@@ -399,7 +406,7 @@ class SlackReplySink:
                 error = error_code(exc)
             except NETWORK_ERRORS as exc:
                 if attempt == MUST_LAND_ATTEMPTS:
-                    raise _failure(method, exc) from exc
+                    raise failure(method, exc) from exc
                 error = error_code(exc)
             log.warning("slack.call_retry", method=method, attempt=attempt, error=error, delay_s=delay)
             if delay:
@@ -418,7 +425,7 @@ class SlackReplySink:
             )
         except (SlackApiError, *NETWORK_ERRORS) as exc:
             if error_code(exc) in UNDELIVERABLE_ERRORS:
-                raise _failure("chat.startStream", exc) from exc
+                raise failure("chat.startStream", exc) from exc
             # Not allowed in this workspace or channel: this reply continues with posts and edits.
             log.warning("slack.native_stream_unavailable", error=error_code(exc))
             self._fall_back_to_edits()
@@ -466,7 +473,7 @@ class SlackReplySink:
             code = error_code(exc)
             if code in UNDELIVERABLE_ERRORS:
                 self._streams.pop(ts, None)
-                raise _failure(method, exc) from exc
+                raise failure(method, exc) from exc
             log.warning("slack.native_stream_fallback", error=code)
             self._streams.pop(ts, None)
             if code != STREAM_NOT_ACTIVE:

@@ -124,43 +124,62 @@ class TestChooseBots:
 
 
 class TestHealth:
-    """/healthz and /metrics on the shared HTTP server."""
+    """/healthz (liveness), /readyz (readiness) and /metrics on the shared HTTP server."""
 
-    async def health(self, settings: Settings, runtimes: list[Any]) -> tuple[int, dict[str, object], str]:
+    async def health(self, settings: Settings, runtimes: list[Any]
+                     ) -> tuple[int, dict[str, object], int, dict[str, object], str]:
         async with Services(settings) as services:
             server = HealthServer(services, Metrics())
             server.watch(runtimes)
             port = await server.start("127.0.0.1", 0)
             try:
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                    health = await client.get("/healthz")
+                    live = await client.get("/healthz")
+                    ready = await client.get("/readyz")
                     metrics = await client.get("/metrics")
             finally:
                 await server.stop()
-        return health.status_code, health.json(), metrics.text
+        return live.status_code, live.json(), ready.status_code, ready.json(), metrics.text
 
     async def test_ready_bots_and_redis(self) -> None:
-        """200 when every bot is ready and Redis answers; metrics say so too."""
+        """200 on both when every bot is ready and Redis answers; metrics say so too."""
         settings = replace(Settings.from_env({"REDIS_URL": redis_url()}))
-        status, body, metrics = await self.health(settings, [FakeRuntime("a", True)])
-        assert status == 200 and body == {"ok": True, "redis": True, "bots": {"a": True}}
+        live, _, status, body, metrics = await self.health(settings, [FakeRuntime("a", True)])
+        assert live == 200 and status == 200 and body == {"ok": True, "redis": True, "bots": {"a": True}}
         assert 'lunos_bot_ready{bot="a"} 1.0' in metrics and "lunos_redis_up 1.0" in metrics
 
     async def test_a_bot_not_ready(self) -> None:
-        """503 when one bot is still connecting."""
+        """/readyz 503 when one bot is still connecting; the process is alive all the same."""
         settings = Settings.from_env({"REDIS_URL": redis_url()})
-        status, body, _ = await self.health(settings, [FakeRuntime("a", True), FakeRuntime("b", False)])
-        assert status == 503 and body["bots"] == {"a": True, "b": False}
+        live, _, status, body, _ = await self.health(settings, [FakeRuntime("a", True), FakeRuntime("b", False)])
+        assert live == 200 and status == 503 and body["bots"] == {"a": True, "b": False}
 
     async def test_redis_down(self) -> None:
-        """503 with redis: false when Redis does not answer."""
+        """/healthz 200 and /readyz 503 with the cause while Redis does not answer: a liveness probe
+        must not restart pods over a Redis outage."""
         settings = Settings.from_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
-        status, body, metrics = await self.health(settings, [FakeRuntime("a", True)])
-        assert status == 503 and body["redis"] is False
-        assert "lunos_redis_up 0.0" in metrics
+        live, live_body, status, body, metrics = await self.health(settings, [FakeRuntime("a", True)])
+        assert live == 200 and live_body == {"ok": True, "bots": {"a": True}}  # no Redis in liveness
+        assert status == 503 and body["redis"] is False and body["redis_error"] == "connection refused"
+        assert "lunos_redis_up 0.0" in metrics and "lunos_redis_circuit_open 1.0" in metrics
+
+    async def test_readiness_ping_closes_the_circuit(self) -> None:
+        """A readiness PING that Redis answers closes the shared circuit at once (and a failed one
+        opens it), so every store goes back to Redis without waiting out the cool-down."""
+        settings = Settings.from_env({"REDIS_URL": redis_url()})
+        async with Services(settings) as services:
+            services.circuit.record_failure()
+            assert services.circuit.is_open
+            assert await services.redis_ready() is None
+            assert not services.circuit.is_open
+        down = Settings.from_env({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+        async with Services(down) as services:
+            assert await services.redis_ready() == "connection refused"
+            assert services.circuit.is_open
 
     async def test_a_failed_start_is_visible(self) -> None:
-        """A supervisor retrying a failed start: 503, the error in start_failures, ready 0 in metrics."""
+        """A supervisor retrying a failed start: /readyz 503 with the error in start_failures, ready 0
+        in metrics, /healthz still 200."""
         stop, paused = asyncio.Event(), asyncio.Event()
         supervisor = BotSupervisor(FakeRuntime("broken", False, failures=99), stop, pause=pause_until(paused))
         task = asyncio.create_task(supervisor.run())
@@ -168,11 +187,11 @@ class TestHealth:
             async with asyncio.timeout(WAIT_S):
                 await paused.wait()
             settings = Settings.from_env({"REDIS_URL": redis_url()})
-            status, body, metrics = await self.health(settings, [supervisor])
+            live, _, status, body, metrics = await self.health(settings, [supervisor])
         finally:
             stop.set()
             await task
-        assert status == 503 and body["bots"] == {"broken": False}
+        assert live == 200 and status == 503 and body["bots"] == {"broken": False}
         assert body["start_failures"] == {"broken": {"attempts": 1, "error": "bad token (attempt 1)"}}
         assert 'lunos_bot_ready{bot="broken"} 0.0' in metrics
 
@@ -328,7 +347,7 @@ class TestRunProcess:
             async with asyncio.timeout(WAIT_S):
                 await proc.stdout.readuntil(b"a slow answer")
                 async with httpx.AsyncClient() as client:
-                    health = await client.get(f"http://127.0.0.1:{port}/healthz")
+                    health = await client.get(f"http://127.0.0.1:{port}/readyz")
                 assert health.status_code == 200, health.text
                 assert health.json()["bots"] == {"console": True}
                 proc.send_signal(signal.SIGTERM)
@@ -356,7 +375,7 @@ class TestRunProcess:
         self, chat_api: FakeChatAPI, prefix: str, tmp_path: Path, sig: int
     ) -> None:
         """Socket Mode with an app token Slack refuses: one bot.start_failed line naming app_token, no
-        traceback, /healthz 503 and lunos_bot_ready 0, and SIGTERM/SIGINT end the process."""
+        traceback, /readyz 503 (/healthz 200) and lunos_bot_ready 0, and SIGTERM/SIGINT end the process."""
         (tmp_path / "sockets.toml").write_text(SOCKET_BOT)
         async with FakeSlackAPI() as fake:
             port = free_port()
@@ -366,7 +385,8 @@ class TestRunProcess:
             try:
                 [failed] = await run.wait_for_event("bot.start_failed")
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                    health = await client.get("/healthz")
+                    live = await client.get("/healthz")
+                    health = await client.get("/readyz")
                     metrics = (await client.get("/metrics")).text
                 code = await run.finish(sig)
             finally:
@@ -374,6 +394,7 @@ class TestRunProcess:
             assert fake.socket_connections == 0
         assert failed["bot"] == "sockets" and "app_token rejected" in failed["error"]
         assert "invalid_auth" in failed["error"] and failed["retry_in_s"] > 0
+        assert live.status_code == 200
         assert health.status_code == 503 and health.json()["bots"] == {"sockets": False}
         assert "app_token rejected" in health.json()["start_failures"]["sockets"]["error"]
         assert 'lunos_bot_ready{bot="sockets"} 0.0' in metrics

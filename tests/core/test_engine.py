@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from redis.asyncio import Redis
 
+from core.chat_api import ChatClient
 from core.engine import (
     APOLOGY_BAD_KEY,
     APOLOGY_RATE_LIMITED,
@@ -535,3 +536,59 @@ class TestAuthorResolution:
         assert order == ["resolve"]
         assert contents(chat_api.requests[0].body)[-1] == "[Ada Lovelace] hi"
         assert contents(chat_api.requests[1].body)[-1] == "[U2] again"
+
+
+class TestRedisOutageLosesNothing:
+    """Turns answered while Redis is down are saved once it answers again, in order."""
+
+    async def test_outage_turns_are_replayed_in_order(self, chat_client: ChatClient, chat_api: FakeChatAPI) -> None:
+        """Two turns during an outage are answered without history; once Redis is back (the
+        circuit closed by a successful probe), the next turn finds all of them, oldest first."""
+        import fakeredis
+
+        from core.coordination import RedisCoordination
+        from core.engine import ConversationEngine
+        from core.history import RedisHistory
+        from core.redis_circuit import RedisCircuit
+        from core.write_behind import WriteBehind
+        from tests.conftest import make_profile
+
+        server = fakeredis.FakeServer()
+        store = fakeredis.FakeAsyncRedis(server=server)
+        circuit = RedisCircuit()
+        buffer = WriteBehind(circuit)
+        keys = RedisKeys("lbtest-outage")
+        profile = make_profile()
+        engine = ConversationEngine(
+            profile, chat=chat_client,
+            history=RedisHistory(store, keys, profile.history, circuit, bot=profile.name, write_behind=buffer),
+            coordination=RedisCoordination(store, keys, circuit), usage=RedisUsage(store, keys, circuit=circuit),
+        )
+        chat_api.script(A, Behaviour(text="one"), Behaviour(text="two"), Behaviour(text="three"))
+        try:
+            await engine.handle(incoming("first"), RecordingSink())
+            server.connected = False
+            await engine.handle(incoming("second"), RecordingSink())
+            assert len(buffer) == 1
+            server.connected = True
+            circuit.record_success()  # what a successful health-check ping does
+            await engine.handle(incoming("third"), RecordingSink())
+            assert len(buffer) == 0 and buffer.replayed == 1
+            assert contents(chat_api.requests[2].body)[1:] == ["first", "one", "second", "two", "third"]
+        finally:
+            await store.aclose()
+
+    async def test_the_buffer_is_bounded(self) -> None:
+        """Past its bound the oldest deferred write is dropped, and counted."""
+        from core.redis_circuit import RedisCircuit
+        from core.write_behind import WriteBehind
+
+        buffer = WriteBehind(RedisCircuit(), max_items=2)
+        done: list[int] = []
+        for i in range(3):
+            async def write(i: int = i) -> None:
+                done.append(i)
+            buffer.defer("history", write)
+        assert buffer.dropped == 1 and len(buffer) == 2
+        assert await buffer.flush()
+        assert done == [1, 2]

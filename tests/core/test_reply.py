@@ -51,16 +51,38 @@ class TestReplyStream:
         assert sink.max_in_flight == 1
         assert sink.final_texts == ["abcdefgh"]
 
-    async def test_failed_edits_do_not_lose_the_final_text(self) -> None:
-        """A platform error on an intermediate edit is logged; the reply still completes."""
-        sink = RecordingSink(limits=LIMITS, fail_edits=1)
+    async def test_a_failed_growing_edit_is_carried_by_the_next(self) -> None:
+        """A platform error on an in-progress edit is logged; the final text still lands."""
+        failed = asyncio.Event()
+
+        class FailFirstGrowingEdit(RecordingSink):
+            async def edit(self, ref: str, text: str, *, final: bool) -> None:
+                if not final and not failed.is_set():
+                    failed.set()
+                    raise RuntimeError("edit failed (scripted)")
+                await super().edit(ref, text, final=final)
+
+        sink = FailFirstGrowingEdit(limits=LIMITS)
         reply = ReplyStream(sink)
         await reply.open()
         await reply.push("hello")
+        async with asyncio.timeout(5):
+            await failed.wait()
         await reply.push(" world")
         await reply.close()
         assert sink.final_texts == ["hello world"]
-        assert reply.failed_operations == 1
+        assert reply.failed_operations == 1 and not reply.final_failed
+
+    async def test_a_failed_final_edit_is_left_to_the_journal_not_reposted(self) -> None:
+        """Core neither retries nor reposts a final edit the sink gave up on: one message remains,
+        and the reply says its final state did not land (the journal delivers it)."""
+        sink = RecordingSink(limits=LIMITS, fail_edits=10)
+        reply = ReplyStream(sink)
+        await reply.open()
+        await reply.push("hello")
+        await reply.close()
+        assert [c.kind for c in sink.calls].count("post") == 1
+        assert reply.final_failed
 
     async def test_held_back_update_is_sent_by_the_timer(self) -> None:
         """With an interval, text that arrived early is shown when due, without a new delta."""

@@ -32,6 +32,7 @@ class RecordingSink:
     limits: RenderLimits = DEFAULT_TEST_LIMITS
     footer_text: str | None = None
     fail_edits: int = 0  # the next N edits raise, as a platform error would
+    target: dict[str, str] | None = None  # what the reply journal records as where the reply lives
     messages: dict[str, str] = field(default_factory=dict)
     calls: list[SinkCall] = field(default_factory=list)
     footers: list[ReplyInfo] = field(default_factory=list)
@@ -67,6 +68,9 @@ class RecordingSink:
     def footer(self, info: ReplyInfo) -> str | None:
         self.footers.append(info)
         return self.footer_text
+
+    def journal_target(self) -> dict[str, str] | None:
+        return self.target
 
     def _note_text(self, text: str) -> None:
         if text != self.limits.placeholder:

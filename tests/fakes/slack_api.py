@@ -169,6 +169,9 @@ class FakeSlackAPI:
         self.native_streaming_error: str | None = None
         # method -> seconds: every call to it is answered this much later (a slow Slack).
         self.delays: dict[str, float] = {}
+        # method -> (until, status, error): every call to it answers that failure until the fake's
+        # clock reaches `until` (an outage of a given length).
+        self.outages: dict[str, tuple[float, int, str]] = {}
         # When True, events sent through send_socket_event are also stored as messages (as Slack would).
         self.seed_messages_from_events = True
 
@@ -341,6 +344,10 @@ class FakeSlackAPI:
         """
         self._failures.setdefault(method, deque()).append(_Failure(status, retry_after, error, times))
 
+    def fail_for(self, method: str, seconds: float, *, status: int = 500, error: str = "internal_error") -> None:
+        """Every call to ``method`` answers HTTP ``status`` for the next ``seconds`` of the fake's clock."""
+        self.outages[method] = (self.clock() + seconds, status, error)
+
     def reset_rate_limits(self) -> None:
         """Forgets the calls counted in the rate-limit windows."""
         self._windows.clear()
@@ -501,6 +508,9 @@ class FakeSlackAPI:
     def _answer(
         self, method: str, args: dict[str, Any], token: str | None, body_error: str | None, at: float
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        outage = self.outages.get(method)
+        if outage is not None and at < outage[0]:
+            return outage[1], {"ok": False, "error": outage[2]}, {}
         queue = self._failures.get(method)
         if queue:
             failure = queue[0]

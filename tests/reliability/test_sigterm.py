@@ -135,12 +135,13 @@ class TestSigterm:
 
     @staticmethod
     def event(slack: FakeSlackAPI, workload: Workload, index: int) -> Sent:
-        """A mention in a channel of its own: posts are paced per channel, and every first post
-        should be out before the signal."""
+        """A mention by a user of its own in a channel of its own: posts are paced per channel, every
+        first post should be out before the signal, and no user is over their turns-in-flight limit."""
         token, text = workload.text(index)
         ts = f"{FIRST_TS + index + 1}.{uuid.uuid4().int % 10**6:06d}"
         payload = app_mention_event(
-            text=f"<@{slack.bot_user_id}> {text}", channel=f"C{index + 1}", ts=ts, team_id=slack.team_id,
+            text=f"<@{slack.bot_user_id}> {text}", channel=f"C{index + 1}", user=f"U{index + 1}", ts=ts,
+            team_id=slack.team_id,
             api_app_id=slack.app_id, event_id="Ev" + uuid.uuid4().hex[:12].upper(),
             bot_user_id=slack.bot_user_id,
         )

@@ -12,11 +12,11 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.discord.config import FooterSettings
-from adapters.discord.sink import DISCORD_STREAMING_INDICATOR
+from adapters.discord.sink import DISCORD_STREAMING_INDICATOR, FINAL_EDIT_ATTEMPTS
 from core.engine import APOLOGY_UNAVAILABLE, INTERRUPTED_NOTE
+from core.journal import JournalSweeper, ReplyJournal
 from core.profile import HistoryLimits
 from core.redis_keys import RedisKeys
-from core.reply import FINAL_OPERATION_ATTEMPTS
 from core.types import ConversationKey
 from tests.adapters.discord.conftest import ALICE, GENERAL, GUILD, WAIT_S, BotStarter, answer_chain, mention
 from tests.conftest import EngineFactory
@@ -362,20 +362,22 @@ class TestDeletedAnswers:
         chain = ConversationKey("discord", GUILD, GENERAL, sent["id"])
         assert await redis.exists(keys.history("testbot", chain)) == 0
 
-    async def test_failed_final_edit_is_replaced_not_duplicated(
-        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
+    async def test_failed_final_edit_is_left_to_the_journal_not_reposted(
+        self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI, make_engine: EngineFactory,
+        redis: Redis, keys: RedisKeys,
     ) -> None:
-        """The final edit keeps failing (not for good): the answer is posted anew where the old one
-        was, as the reply to the question, and the stale copy with its indicator is deleted."""
+        """The final edit fails (not for good): nothing is posted anew; the turn is deferred to the
+        reply journal, whose sweeper makes the one answer show its final text, in place."""
         chat_api.script(A, Behaviour(text="A short answer.", chunk_chars=100))
-        running = await start_bot()
-        fake.fail_next("PATCH", f"/channels/{GENERAL}/messages/", status=400,
-                       times=FINAL_OPERATION_ATTEMPTS - 1)
+        journal = ReplyJournal(redis, keys)
+        running = await start_bot(engine=make_engine(platform="discord", journal=journal))
+        fake.fail_next("PATCH", f"/channels/{GENERAL}/messages/", status=400, times=FINAL_EDIT_ATTEMPTS)
         sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> hi", mentions=mention(fake))
-        assert await running.outcomes.of(sent["id"]) == "answered"
-        stale, _ = (c.response for c in fake.calls_matching("POST", f"/channels/{GENERAL}/messages"))
-        assert stale["content"].endswith(DISCORD_STREAMING_INDICATOR)
+        assert await running.outcomes.of(sent["id"]) == "deferred"
+        [answer] = fake.bot_messages(GENERAL)
+        assert answer["content"].endswith(DISCORD_STREAMING_INDICATOR)
+        assert await JournalSweeper(journal, {"testbot": running.bot.finaliser()}).sweep() == 1
         [answer] = fake.bot_messages(GENERAL)
         assert answer["content"] == "A short answer."
         assert answer["message_reference"]["message_id"] == sent["id"]
-        assert fake.deleted_message_ids == [stale["id"]]
+        assert fake.deleted_message_ids == []

@@ -13,7 +13,8 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.slack.pacing import EditPacing, WorkspacePacer
-from core.rate_budget import REDIS_RETRY_INTERVAL_S, BucketSpec, RateBudget
+from core.rate_budget import BucketSpec, RateBudget
+from core.redis_circuit import REDIS_COOL_DOWN_S, RedisCircuit
 from core.redis_keys import RedisKeys
 
 SPEC = BucketSpec(capacity=2, refill_per_s=1.0)
@@ -78,12 +79,14 @@ class TestRateBudget:
 
     async def test_local_fallback_when_redis_is_down(self, keys: RedisKeys) -> None:
         """With Redis unreachable the budget still paces this process and says it is degraded; it
-        asks Redis again only after an interval, and goes back to Redis once it answers."""
+        asks Redis again only once the process's Redis circuit lets it (after the cool-down, or at
+        once when another store's call succeeded), and goes back to Redis once it answers."""
         server = fakeredis.FakeServer()
         store = fakeredis.FakeAsyncRedis(server=server)
         clock = Clock()
+        circuit_clock = Clock(0.0)
         try:
-            budget = RateBudget(store, keys, clock=clock)
+            budget = RateBudget(store, keys, clock=clock, circuit=RedisCircuit(clock=circuit_clock))
             server.connected = False
             waits = [await budget.reserve("b", SPEC) for _ in range(4)]
             assert waits == pytest.approx([0.0, 0.0, 1.0, 2.0])
@@ -91,7 +94,7 @@ class TestRateBudget:
             assert await budget.reserve("b", SPEC, max_wait_s=0.1) is None
             server.connected = True
             assert await budget.reserve("b", SPEC) == pytest.approx(3.0)  # not asked again yet
-            clock.now += REDIS_RETRY_INTERVAL_S
+            circuit_clock.now += REDIS_COOL_DOWN_S
             assert await budget.reserve("b", SPEC) == 0.0  # Redis's own bucket again
             assert not budget.degraded
         finally:

@@ -15,7 +15,6 @@ from adapters.slack import EditPacing
 from adapters.slack.bot import SLACK_429_RETRIES
 from adapters.slack.sink import SLACK_MAX_CHARS, STREAMING_INDICATOR
 from core.engine import ConversationEngine
-from core.reply import FINAL_OPERATION_ATTEMPTS
 from tests.adapters.slack.conftest import FAST_PACING, MODEL_A, RigFactory
 from tests.fakes.chat_api import Behaviour, FakeChatAPI
 from tests.fakes.slack_api import DEFAULT_POST_LIMIT, FakeSlackAPI
@@ -28,9 +27,9 @@ UPDATE_LIMIT = 50  # chat.update: Tier 3, per minute per workspace
 # The 40 replies take ~5 s; bypassing the budget makes slack-sdk sleep out the fake's Retry-After
 # (tens of seconds), so past this the test fails with the 429 count rather than at pytest's timeout.
 BURST_DEADLINE_S = 25.0
-# More 429s in a row than slack-sdk's retries across all of core's final-edit attempts absorb: without
-# the sink's own retries the final edit would be given up and reposted as a new message.
-UNABSORBED_429S = FINAL_OPERATION_ATTEMPTS * (SLACK_429_RETRIES + 1) + 1
+# More 429s in a row than slack-sdk's retries absorb: the sink's own retries (the only ones within a
+# turn; core neither retries nor reposts) still make the final edit land in place.
+UNABSORBED_429S = (SLACK_429_RETRIES + 1) + 1
 HOLD_RETRY_AFTER_S = 1  # the Retry-After of the 429 that must hold back every reply
 HOLD_GRACE_S = 0.15  # calls already given their turn before the 429 may still arrive this late
 POSTS_PER_S = 5.0  # a channel's chat.postMessage budget in the pacing test, five times Slack's
@@ -118,8 +117,8 @@ class TestPacedEdits:
     async def test_repeated_429s_never_lose_the_final_edit(
         self, slack_rig: RigFactory, chat_api: FakeChatAPI
     ) -> None:
-        """More 429s than slack-sdk's retries and core's final-edit attempts absorb together: the sink
-        keeps trying (budget, Retry-After) until the edit lands, so the reply stays one message."""
+        """More 429s than slack-sdk's retries absorb: the sink keeps trying (budget, Retry-After)
+        until the edit lands, so the reply stays one message."""
         chat_api.script(MODEL_A, Behaviour(text="Still here."))
         async with slack_rig() as rig:
             rig.fake.fail_next("chat.update", retry_after=0, times=UNABSORBED_429S)

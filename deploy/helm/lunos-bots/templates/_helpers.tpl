@@ -88,6 +88,8 @@ Call with (dict "root" $ "files" <list> "workload" <name>).
   value: {{ .Values.containerPort | toString | quote }}
 - name: LOG_FORMAT
   value: json
+- name: SHUTDOWN_GRACE_S
+  value: {{ .Values.shutdownGraceSeconds | quote }}
 {{- if .Values.redis.existingSecret }}
 - name: REDIS_URL
   valueFrom:
@@ -124,10 +126,16 @@ checksum/secret: {{ toYaml .Values.secrets.values | sha256sum }}
 {{- end }}
 {{- end }}
 
+{{/* Seconds from the pod's deletion to SIGKILL: the preStop sleep, then SHUTDOWN_GRACE_S for the
+drain, then a margin for the process to exit. Derived, never set on its own, so the two cannot drift. */}}
+{{- define "lunos-bots.terminationGrace" -}}
+{{- add (int .Values.preStopSleepSeconds) (int .Values.shutdownGraceSeconds) (int .Values.shutdownExitMarginSeconds) }}
+{{- end }}
+
 {{/* Pod-level settings shared by both workloads. */}}
 {{- define "lunos-bots.podSpecCommon" -}}
 automountServiceAccountToken: false
-terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+terminationGracePeriodSeconds: {{ include "lunos-bots.terminationGrace" . }}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -163,13 +171,14 @@ startupProbe:
   failureThreshold: {{ .Values.probes.startup.failureThreshold }}
 readinessProbe:
   httpGet:
-    path: /healthz
+    path: /readyz
     port: http
   periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
   timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
   failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
 livenessProbe:
-  tcpSocket:
+  httpGet:
+    path: /healthz
     port: http
   periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
   timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
