@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -113,18 +114,22 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    """A redis-server of this test's own, on a free port, without persistence: stopping it loses
-    everything, as a restarted cache would. Never the shared server."""
+    """A redis-server of this test's own, on a free port. Never the shared server. Without a
+    `directory` it keeps nothing: stopping it loses everything, as a restarted cache would; with
+    one it keeps an append-only file there and comes back with its data."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._directory = directory
         self._process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
+        persistence = (["--dir", str(self._directory), "--appendonly", "yes", "--appendfsync", "always"]
+                       if self._directory is not None else ["--appendonly", "no"])
         self._process = await asyncio.create_subprocess_exec(
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         assert self._process.stdout is not None
         async with asyncio.timeout(REDIS_START_TIMEOUT_S):

@@ -19,42 +19,15 @@ from tests.conftest import TEST_API_KEY, make_profile
 from tests.core.test_engine import incoming
 from tests.fakes.chat_api import Behaviour, FakeChatAPI, _usage
 from tests.fakes.sinks import RecordingSink
-from tests.reliability.test_platform_faults import REDIS_START_TIMEOUT_S, free_port
+from tests.reliability.test_platform_faults import PrivateRedis
 
 PREFIX = "lbrel-outage"
 CONVERSATIONS = 3
 
 
-class DurableRedis:
-    """A redis-server of this test's own that keeps its data across a stop (append-only file)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = directory
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self._dir),
-            "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        assert self._process.stdout is not None
-        async with asyncio.timeout(REDIS_START_TIMEOUT_S):
-            while b"Ready to accept connections" not in await self._process.stdout.readline():
-                pass
-
-    async def stop(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            await self._process.wait()
-        self._process = None
-
-
 @pytest.fixture
-async def durable_redis(tmp_path: Path) -> AsyncIterator[DurableRedis]:
-    server = DurableRedis(tmp_path)
+async def durable_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)  # keeps its data across a stop
     await server.start()
     try:
         yield server
@@ -65,7 +38,7 @@ async def durable_redis(tmp_path: Path) -> AsyncIterator[DurableRedis]:
 class TestRedisOutage:
     """Redis stopped under a few turns, then started again with its data."""
 
-    async def test_outage_turns_are_saved_and_counted(self, durable_redis: DurableRedis, chat_api: FakeChatAPI) -> None:
+    async def test_outage_turns_are_saved_and_counted(self, durable_redis: PrivateRedis, chat_api: FakeChatAPI) -> None:
         """Every conversation's history and the usage totals end as if Redis had never stopped."""
         chat_api.default_behaviour = Behaviour(text="A fixed answer, so its tokens are known.", chunk_chars=50)
         settings = Settings.from_env({"REDIS_URL": durable_redis.url, "REDIS_KEY_PREFIX": PREFIX,
