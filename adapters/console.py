@@ -28,8 +28,11 @@ from rich.markdown import Markdown
 from rich.text import Text
 
 from core.engine import ConversationEngine, TurnOutcome
-from core.ports import RenderLimits
-from core.types import Author, ConversationKey, IncomingMessage, ReplyInfo
+from core.platform import PlatformSpec, RuntimeContext, TableContext
+from core.ports import BotRuntime, RenderLimits
+from core.types import Author, Command, ConversationKey, IncomingMessage, ReplyInfo, parse_command
+
+PLATFORM = "console"
 
 CONSOLE_LIMITS = RenderLimits(
     max_chars=1_000_000,  # a terminal has no message limit; split never happens in practice
@@ -55,9 +58,8 @@ CONTINUATION = "\\"  # a line ending in this continues on the next
 # that fast. Only on a terminal: piped input is line by line, as documented.
 PASTE_GAP_S = 0.03
 COMMAND_PATTERN = re.compile(r"^/([A-Za-z][\w-]*)$")
-HELP_COMMANDS = frozenset({"help", "/help"})
-QUIT_COMMANDS = frozenset({"/quit", "/exit"})
-ENGINE_COMMANDS = frozenset({"/reset"})  # the engine's own: forget this conversation
+QUIT_COMMANDS = frozenset({"/quit", "/exit"})  # the terminal's own; `help` and `reset` are core's
+KNOWN_COMMANDS = ("/help", "/quit", "/reset")
 STOPPED = "(stopped)"
 
 
@@ -237,7 +239,7 @@ class ConsoleBot:
 
     @property
     def conversation(self) -> ConversationKey:
-        return ConversationKey("console", "local", self._user, self.name)
+        return ConversationKey(PLATFORM, "local", self._user, self.name)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.serve(), name=f"console-{self.name}")
@@ -325,21 +327,21 @@ class ConsoleBot:
             more.append(line)
 
     async def _command(self, text: str) -> bool:
-        """Handle a terminal command; False when `text` is a message for the model."""
-        lowered = text.lower()
-        if lowered in HELP_COMMANDS:
+        """Handle a terminal command; False when `text` is for the engine (a message for the
+        model, or `reset`, which the engine carries out)."""
+        command = parse_command(text)
+        if command is Command.HELP:  # the terminal's own help: the engine's is written for chat platforms
             self._write(terminal_help(self.name, self._engine.profile.model))
             return True
-        if lowered in QUIT_COMMANDS:
+        if command is Command.RESET:
+            return False
+        if text.lower() in QUIT_COMMANDS:
             self._quit.set()
             return True
-        if lowered in ENGINE_COMMANDS:
-            return False
         match = COMMAND_PATTERN.match(text)
         if match is None:
             return False
-        known = sorted({"/help", "/quit", *ENGINE_COMMANDS})
-        self._write(f"unknown command /{match.group(1)}; commands: {', '.join(known)}\n")
+        self._write(f"unknown command /{match.group(1)}; commands: {', '.join(KNOWN_COMMANDS)}\n")
         return True
 
     async def _ask(self, text: str) -> None:
@@ -376,11 +378,10 @@ class ConsoleBot:
         self._stdout.flush()
 
     def _message(self, text: str) -> IncomingMessage:
-        message_id = uuid.uuid4().hex
         return IncomingMessage(
-            bot=self.name, platform="console", conversation=self.conversation,
-            author=Author(self._user, self._user), text=text, message_id=message_id,
-            event_id=message_id, received_at=time.time(),
+            bot=self.name, platform=PLATFORM, conversation=self.conversation,
+            author=Author(self._user, self._user), text=text, event_id=uuid.uuid4().hex,
+            received_at=time.time(),
         )
 
 
@@ -416,3 +417,16 @@ def _read_lines_in_thread(
                 pass
 
     threading.Thread(target=pump, name="console-stdin", daemon=True).start()
+
+
+def _no_table(context: TableContext) -> None:
+    """The `[console]` table has nothing to configure."""
+    return None
+
+
+def _build_console_bot(context: RuntimeContext, config: None) -> BotRuntime:
+    return ConsoleBot(context.engine)
+
+
+CONSOLE: PlatformSpec[None] = PlatformSpec(
+    name=PLATFORM, configure=_no_table, build=_build_console_bot, terminal=True)

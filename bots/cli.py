@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from adapters.console import ConsoleBot
 from bots.definitions import BotDefinition, LoadReport, load_definitions, select
 from bots.logging_setup import SecretRedactor, configure_logging
-from bots.platforms import validate_platform_table
+from bots.platforms import prove_credentials, validate_platform_table
 from bots.runner import run_bots
 from bots.services import Services, describe_redis_error, redis_problem
 from bots.settings import Settings, SettingsError, redact_url
@@ -213,21 +213,21 @@ async def _check(
     result = CheckReport(out)
     for error in report.errors:
         result.line(False, str(error))
-    ready: list[BotDefinition] = []
+    ready: list[tuple[BotDefinition, object]] = []  # with the platform config `run` would use
     for definition in report.definitions:
         if definition.missing_credentials:
             result.line(False, f"{definition.file}: bot {definition.name!r} lacks credentials: "
                         + ", ".join(definition.missing_credentials))
             continue
         try:
-            validate_platform_table(definition, settings)
+            config = validate_platform_table(definition, settings)
         except InvalidDefinition as exc:
             for error in exc.errors:
                 result.line(False, str(error))
         except DefinitionError as exc:
             result.line(False, str(exc))
         else:
-            ready.append(definition)
+            ready.append((definition, config))
             result.line(True, f"{definition.file}: bot {definition.name!r} ({definition.platform}, "
                         f"app_id {definition.profile.app_id}, model {definition.profile.model})")
     if not report.definitions and not report.errors:
@@ -279,34 +279,11 @@ async def _check_chat_api(settings: Settings, services: Services, definitions: S
             else f"model(s) not listed by the API: {', '.join(unknown)}; fix model / fallback_models"))
 
 
-async def _check_platforms(settings: Settings, definitions: Sequence[BotDefinition],
+async def _check_platforms(settings: Settings, definitions: Sequence[tuple[BotDefinition, object]],
                            result: CheckReport) -> None:
-    for definition in definitions:
-        if definition.platform == "slack":
-            from bots.slack_wiring import probe_slack, slack_config
-
-            config = slack_config(definition, settings.slack_api_url)
-            try:
-                problems = await asyncio.wait_for(probe_slack(config, bot=definition.name), CHECK_TIMEOUT_S)
-            except TimeoutError:
-                problems = [f"Slack did not answer within {CHECK_TIMEOUT_S:g} s; check SLACK_API_URL"]
-            proved = "auth.test" + (" and apps.connections.open (Socket Mode)" if config.app_token else "")
-            if not problems:
-                result.line(True, f"{definition.file}: Slack accepted the tokens ({proved})")
-            for problem in problems:
-                result.line(False, f"{definition.file}: {problem}")
-        elif definition.platform == "discord":
-            from bots.discord_wiring import discord_config, probe_discord
-
-            token = discord_config(definition).token
-            refused: str | None
-            try:
-                refused = await asyncio.wait_for(probe_discord(settings.discord_api_url, token),
-                                                 CHECK_TIMEOUT_S)
-            except TimeoutError:
-                refused = f"Discord did not answer within {CHECK_TIMEOUT_S:g} s; check DISCORD_API_URL"
-            result.line(refused is None, f"{definition.file}: " + (
-                "Discord accepted the token (GET /users/@me)" if refused is None else refused))
+    for definition, config in definitions:
+        for line in await prove_credentials(definition, config, settings, CHECK_TIMEOUT_S):
+            result.line(line.ok, f"{definition.file}: {line.text}")
 
 
 async def _usage(settings: Settings, app_id: str | None, days: int, *, as_json: bool, out: TextIO) -> int:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from core.errors import DefinitionError, InvalidDefinition
+from bots.registry import PLATFORMS
+from core.errors import DefinitionError, InvalidDefinition, Problems
 from core.limits import TurnLimits
 from core.profile import (
     DEFAULT_HISTORY_TTL_S,
@@ -25,26 +26,18 @@ from core.profile import (
     HistoryLimits,
 )
 
-PLATFORMS = ("slack", "discord", "console")
-# Fields of each platform table that hold secrets: an unset ${VAR} there means "no credentials".
-CREDENTIAL_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "slack": ("bot_token", "signing_secret", "app_token"),
-    "discord": ("token",),
-    "console": (),
-}
-REQUIRED_CREDENTIALS: Mapping[str, tuple[str, ...]] = {"slack": ("bot_token",), "discord": ("token",)}
-TOP_LEVEL_FIELDS = frozenset({
+# Besides these, each registered platform's table (`[slack]`…) is a top-level field; which of its
+# fields hold secrets (an unset ${VAR} there means "no credentials") is the platform's spec's to say.
+PROFILE_FIELDS = frozenset({
     "name", "platform", "app_id", "model", "fallback_models", "system_prompt", "max_tokens",
-    "history", "limits", "slack", "discord", "console",
+    "history", "limits",
 })
 HISTORY_FIELDS = frozenset({"max_messages", "max_prompt_tokens", "ttl_days"})
-LIMIT_FIELDS = ("user_turns_in_flight", "user_turns_per_minute", "max_input_chars", "daily_tokens")
-# Platforms whose bots are open to many users: the limits hold for them even without a [limits]
+# Bots open to many users (every platform but a terminal) have limits even without a [limits]
 # table. The terminal bot has one local user and none.
-LIMITED_PLATFORMS = frozenset({"slack", "discord"})
+LIMIT_FIELDS = ("user_turns_in_flight", "user_turns_per_minute", "max_input_chars", "daily_tokens")
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # used in URLs (/slack/<name>/events) and keys
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,7 +60,8 @@ class BotDefinition:
 
     def secrets(self) -> list[str]:
         """Credential values, for the log redactor."""
-        names = CREDENTIAL_FIELDS.get(self.platform, ())
+        spec = PLATFORMS.get(self.platform)
+        names = spec.credential_fields if spec is not None else ()
         # Stripped too: adapters strip tokens (a Kubernetes secret often ends in a newline), and
         # the redactor must match the value that is actually sent and might be echoed.
         values = [str(v) for k, v in self.platform_settings.items() if k in names and v]
@@ -116,28 +110,9 @@ def _positive_int(file: str, data: Mapping[str, Any], key: str, default: int, la
     return value
 
 
-class Problems:
-    """The `DefinitionError`s of one file, collected so every mistake is reported at once."""
-
-    def __init__(self) -> None:
-        self.errors: list[DefinitionError] = []
-
-    def attempt(self, check: Callable[[], T], default: T) -> T:
-        """`check()`, or `default` after recording the error it raised."""
-        try:
-            return check()
-        except InvalidDefinition as exc:
-            self.errors.extend(exc.errors)
-        except DefinitionError as exc:
-            self.errors.append(exc)
-        return default
-
-    def add(self, error: DefinitionError) -> None:
-        self.errors.append(error)
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise InvalidDefinition(self.errors) if len(self.errors) > 1 else self.errors[0]
+def top_level_field_names() -> frozenset[str]:
+    """The fields a definition may have at its top: the profile's and every platform's table."""
+    return PROFILE_FIELDS | frozenset(PLATFORMS.names())
 
 
 def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefinition:
@@ -149,8 +124,9 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
     except tomllib.TOMLDecodeError as exc:
         raise DefinitionError(file, "(file)", f"invalid TOML: {exc}") from exc
     problems = Problems()
-    for key in sorted(set(raw) - TOP_LEVEL_FIELDS):
-        problems.add(DefinitionError(file, key, f"unknown field; expected one of {sorted(TOP_LEVEL_FIELDS)}"))
+    top_level_fields = top_level_field_names()
+    for key in sorted(set(raw) - top_level_fields):
+        problems.add(DefinitionError(file, key, f"unknown field; expected one of {sorted(top_level_fields)}"))
     unset: list[tuple[str, str]] = []
     data: dict[str, Any] = _expand(raw, "", env, unset)
     for where, var in unset:
@@ -158,11 +134,13 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
             raise DefinitionError(file, "platform", f"${{{var}}} is not set in the environment")
 
     platform = _require_str(file, data, "platform")  # everything below depends on it
-    if platform not in PLATFORMS:
+    spec = PLATFORMS.get(platform)
+    if spec is None:
         problems.add(DefinitionError(file, "platform",
-                                     f"unknown platform {platform!r}; expected one of {PLATFORMS}"))
+                                     f"unknown platform {platform!r}; expected one of {PLATFORMS.names()}"))
         problems.raise_if_any()
-    credential_paths = {f"{platform}.{f}" for f in CREDENTIAL_FIELDS[platform]}
+        raise AssertionError("unreachable: an unknown platform was reported")
+    credential_paths = {f"{platform}.{f}" for f in spec.credential_fields}
     missing = tuple(f"[{p.split('.')[0]}].{p.split('.')[1]} ({var} unset)"
                     for p, var in unset if p in credential_paths)
     for where, var in unset:
@@ -181,17 +159,17 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
         lambda: _positive_int(file, data, "max_tokens", DEFAULT_MAX_TOKENS, "max_tokens"), DEFAULT_MAX_TOKENS)
     history = problems.attempt(lambda: _history(file, data), HistoryLimits())
     no_limits: TurnLimits | None = None
-    limits = problems.attempt(lambda: _limits(file, data, platform), no_limits)
+    limits = problems.attempt(lambda: _limits(file, data, platform, limited=not spec.terminal), no_limits)
     platform_settings = data.get(platform, {})
     if not isinstance(platform_settings, dict):
         problems.add(DefinitionError(file, platform, "expected a table"))
         platform_settings = {}
-    for key in sorted(PLATFORMS):
+    for key in sorted(PLATFORMS.names()):
         if key != platform and key in data:
             problems.add(DefinitionError(
                 file, key, f"a [{key}] table in a {platform!r} bot; remove it or fix platform"))
     problems.raise_if_any()
-    absent = tuple(f"[{platform}].{f} (missing)" for f in REQUIRED_CREDENTIALS.get(platform, ())
+    absent = tuple(f"[{platform}].{f} (missing)" for f in spec.required_credentials
                    if f not in platform_settings)
     profile = BotProfile(
         name=name, platform=platform, app_id=app_id, model=model, fallback_models=fallbacks,
@@ -240,10 +218,10 @@ def _history(file: str, data: Mapping[str, Any]) -> HistoryLimits:
                          ttl_s=ttl_days * 86400)
 
 
-def _limits(file: str, data: Mapping[str, Any], platform: str) -> TurnLimits | None:
+def _limits(file: str, data: Mapping[str, Any], platform: str, *, limited: bool) -> TurnLimits | None:
     """The `[limits]` table over its defaults; each limit is a whole number, 0 switching it off."""
     raw = data.get("limits")
-    if platform not in LIMITED_PLATFORMS:
+    if not limited:
         if raw is not None:
             raise DefinitionError(file, "limits", f"a {platform!r} bot has one local user and no limits; "
                                   "remove the [limits] table")

@@ -7,25 +7,17 @@ chat client and each platform's HTTP client — so `core` and the adapters stay 
 - `TimedChatClient` is the process's `ChatClient`; within a turn it notes the first token, the end
   of the model's answer and each failed attempt on that turn's `TurnTiming` (a context variable, so
   one client serves every bot).
-- `SlackCallCounter` (a slack-sdk retry handler that never retries) and `discord_call_trace` (an
-  aiohttp trace) count platform calls and 429s by method.
+- Platform calls are counted by the adapters' own counters (`adapters.slack.calls`,
+  `adapters.discord.calls`), into `Metrics.platform_call`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, cast
-
-import aiohttp
-from slack_sdk.http_retry.async_handler import AsyncRetryHandler
-from slack_sdk.http_retry.request import HttpRequest
-from slack_sdk.http_retry.response import HttpResponse
-from slack_sdk.http_retry.state import RetryState
 
 from bots.metrics import Metrics
 from core.chat_api import ChatClient, DeltaCallback
@@ -177,49 +169,3 @@ class InstrumentedEngine(ConversationEngine):
             tokens.labels(app_id=app_id, model=result.model, kind="prompt").inc(result.usage.prompt_tokens)
             completion = result.usage.completion_tokens
             tokens.labels(app_id=app_id, model=result.model, kind="completion").inc(completion)
-
-
-# -- platform calls -------------------------------------------------------------------------------
-
-class SlackCallCounter(AsyncRetryHandler):
-    """Counts every Slack Web API response (and network error) by method; never asks for a retry.
-    slack-sdk shows each response to a client's retry handlers in turn, so placed first it sees
-    every call, 429s included, before the handlers that retry them."""
-
-    def __init__(self, metrics: Metrics, bot: str) -> None:
-        super().__init__(max_retry_count=1 << 30)
-        self._metrics = metrics
-        self._bot = bot
-
-    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest,
-                               response: HttpResponse | None = None, error: Exception | None = None) -> bool:
-        method = request.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
-        status: int | str = response.status_code if response is not None else "network_error"
-        self._metrics.platform_call(self._bot, "slack", method, status)
-        return False
-
-
-_DISCORD_ID = re.compile(r"/\d{5,}")
-_DISCORD_API_PREFIX = re.compile(r"^/api(/v\d+)?")
-
-
-def discord_route(method: str, path: str) -> str:
-    """`PATCH /channels/{id}/messages/{id}`: a Discord REST route with its ids taken out."""
-    return f"{method.upper()} " + _DISCORD_ID.sub("/{id}", _DISCORD_API_PREFIX.sub("", path))
-
-
-def add_discord_call_counter(trace: aiohttp.TraceConfig, metrics: Metrics, bot: str) -> None:
-    """Count discord.py's REST calls (and its 429s, which it retries quietly) on its aiohttp trace.
-    Must run before the client's session is created (a trace is frozen with it)."""
-
-    async def on_request_end(session: aiohttp.ClientSession, context: SimpleNamespace,
-                             params: aiohttp.TraceRequestEndParams) -> None:
-        route = discord_route(params.method, params.url.path)
-        metrics.platform_call(bot, "discord", route, params.response.status)
-
-    async def on_request_exception(session: aiohttp.ClientSession, context: SimpleNamespace,
-                                   params: aiohttp.TraceRequestExceptionParams) -> None:
-        metrics.platform_call(bot, "discord", discord_route(params.method, params.url.path), "network_error")
-
-    trace.on_request_end.append(on_request_end)
-    trace.on_request_exception.append(on_request_exception)

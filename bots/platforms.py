@@ -1,31 +1,38 @@
-"""Which adapter runs a bot of each platform, and how its definition becomes constructor arguments.
-
-The only place that knows every adapter; adapters never import `bots`.
-"""
+"""A bot definition's platform, through the registry: its table validated, its runtime built, its
+credentials proved. Names no platform: each one's `PlatformSpec` (`bots.registry`) knows how."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from adapters.console import ConsoleBot
 from bots.definitions import BotDefinition
 from bots.metrics import Metrics
+from bots.registry import PLATFORMS
 from bots.services import Services
 from bots.settings import Settings
 from core.engine import ConversationEngine
+from core.errors import DefinitionError
+from core.platform import CheckLine, PlatformSpec, ProbeContext, RuntimeContext, TableContext
 from core.ports import BotRuntime
 
 
-def validate_platform_table(definition: BotDefinition, services_settings: Settings) -> None:
-    """Check a definition's [slack] / [discord] table as `run` would; raises `DefinitionError`."""
-    if definition.platform == "slack":
-        from bots.slack_wiring import slack_config
+def platform_of(definition: BotDefinition) -> PlatformSpec[Any]:
+    """The registered platform of `definition`; `DefinitionError` when none is (any more)."""
+    spec = PLATFORMS.get(definition.platform)
+    if spec is None:
+        raise DefinitionError(str(definition.file), "platform", f"unknown platform "
+                              f"{definition.platform!r}; expected one of {PLATFORMS.names()}")
+    return spec
 
-        slack_config(definition, services_settings.slack_api_url)
-    elif definition.platform == "discord":
-        from bots.discord_wiring import discord_config
 
-        discord_config(definition)
+def validate_platform_table(definition: BotDefinition, settings: Settings) -> object:
+    """A definition's platform table checked as `run` would, as the adapter's config; raises
+    `DefinitionError` (an `InvalidDefinition` for several mistakes)."""
+    context = TableContext(file=str(definition.file), bot=definition.name,
+                           table=definition.platform_settings, settings=settings.platform_settings)
+    return platform_of(definition).configure(context)
 
 
 def build_runtime(
@@ -34,14 +41,27 @@ def build_runtime(
 ) -> BotRuntime:
     """An adapter for `definition`, registered on the shared HTTP server where it needs routes, its
     platform calls counted in `metrics`, its shutdown within SHUTDOWN_GRACE_S."""
-    if definition.platform == "console":
-        return ConsoleBot(engine)
-    if definition.platform == "slack":
-        from bots.slack_wiring import build_slack_bot  # slack-bolt is imported only when needed
+    config = validate_platform_table(definition, services.settings)
+    context = RuntimeContext(
+        engine=engine, redis=services.redis, keys=services.keys, circuit=services.circuit,
+        coordination=services.coordination, shutdown_grace_s=services.settings.shutdown_grace_s,
+        add_route=web_app.router.add_route, settings=services.settings.platform_settings, calls=metrics,
+    )
+    return platform_of(definition).build(context, config)
 
-        return build_slack_bot(definition, engine, services, web_app, metrics)
-    if definition.platform == "discord":
-        from bots.discord_wiring import build_discord_bot  # likewise discord.py
 
-        return build_discord_bot(definition, engine, services, web_app, metrics)
-    raise NotImplementedError(f"{definition.file}: platform {definition.platform!r} has no adapter yet")
+async def prove_credentials(definition: BotDefinition, config: object, settings: Settings,
+                            timeout_s: float) -> list[CheckLine]:
+    """`check`'s lines about a bot's credentials, from its platform's probe (none for a platform
+    with nothing to prove, such as the terminal)."""
+    probe = platform_of(definition).probe
+    if probe is None:
+        return []
+    return await probe(config, ProbeContext(bot=definition.name, settings=settings.platform_settings,
+                                            timeout_s=timeout_s))
+
+
+def is_terminal(definition: BotDefinition) -> bool:
+    """A local bot on this process's stdin (at most one runs, only with input, needs no HTTP)."""
+    spec = PLATFORMS.get(definition.platform)
+    return spec is not None and spec.terminal

@@ -24,18 +24,15 @@ from typing import Any, Literal, Protocol, TextIO
 import structlog
 from aiohttp import web
 
-from adapters.console import ConsoleBot
-from adapters.discord import DiscordBot
-from adapters.slack import SlackBot
 from bots.definitions import BotDefinition
 from bots.instrumentation import InstrumentedEngine
 from bots.metrics import Metrics
-from bots.platforms import build_runtime
+from bots.platforms import build_runtime, is_terminal
 from bots.services import Services, redis_answers
 from bots.settings import SettingsError
 from core.engine import ConversationEngine
 from core.journal import JournalEntry
-from core.ports import BotRuntime
+from core.ports import BotRuntime, EndingRuntime, JournaledRuntime
 
 log = structlog.get_logger(__name__)
 
@@ -63,8 +60,8 @@ def console_input_available(stdin: TextIO) -> bool:
 
 
 def choose_bots(definitions: Sequence[BotDefinition], *, console_input: bool) -> list[BotDefinition]:
-    """The bots `run` starts: those with credentials; the console bot only when it has input
-    (a terminal, a pipe, a file). One console bot at most: there is one stdin."""
+    """The bots `run` starts: those with credentials; a terminal bot (the console) only when it has
+    input (a terminal, a pipe, a file), and one at most: there is one stdin."""
     chosen: list[BotDefinition] = []
     for definition in definitions:
         if definition.missing_credentials:
@@ -72,8 +69,8 @@ def choose_bots(definitions: Sequence[BotDefinition], *, console_input: bool) ->
                         reason="missing credentials: " + ", ".join(definition.missing_credentials))
             continue
         chosen.append(definition)
-    others = [d for d in chosen if d.platform != "console"]
-    consoles = [d for d in chosen if d.platform == "console"]
+    others = [d for d in chosen if not is_terminal(d)]
+    consoles = [d for d in chosen if is_terminal(d)]
     if not console_input:
         for definition in consoles:
             log.info("bot.skipped", bot=definition.name, reason="console bot needs a terminal on stdin")
@@ -89,7 +86,7 @@ def nothing_to_run(
         where = f" in {bots_dir}" if bots_dir is not None else ""
         return (f"no bot definitions{where}: add a *.toml there (see bots/*.toml.example), "
                 "or point --bots / LUNOS_BOTS_DIR at your definitions")
-    consoles = [d for d in definitions if d.platform == "console" and not d.missing_credentials]
+    consoles = [d for d in definitions if is_terminal(d) and not d.missing_credentials]
     if consoles and not console_input:
         return ("nothing to run: no Slack or Discord bot has its credentials, and the console bot needs "
                 "a terminal on stdin (stdin is not one); export the tokens your definitions name "
@@ -299,7 +296,7 @@ async def run_bots(
     sweeper.start()
 
     def sweep_for(runtime: BotRuntime) -> None:
-        if isinstance(runtime, SlackBot | DiscordBot):
+        if isinstance(runtime, JournaledRuntime):
             sweeper.add(runtime.name, runtime.finaliser())
 
     supervisors: list[BotSupervisor] = []
@@ -313,7 +310,7 @@ async def run_bots(
     server.watch(supervisors)
     # HTTP only when something needs it: Slack/Discord deployments (probes, metrics, Slack HTTP
     # mode), or PORT/HOST set on purpose. The terminal bot alone binds nothing.
-    serve_http = services.settings.http_requested or any(d.platform != "console" for d in chosen)
+    serve_http = services.settings.http_requested or any(not is_terminal(d) for d in chosen)
     if serve_http:
         port = await server.start(services.settings.host, services.settings.port)
         log.info("http.listening", host=services.settings.host, port=port)
@@ -322,7 +319,7 @@ async def run_bots(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(s.run(), name=f"start-{s.name}") for s in supervisors]
-    consoles = [s.runtime for s in supervisors if isinstance(s.runtime, ConsoleBot)]
+    consoles = [s.runtime for s in supervisors if isinstance(s.runtime, EndingRuntime)]
     try:
         waiters = [asyncio.create_task(stop.wait())]
         if len(consoles) == len(supervisors):  # a terminal session ends with its input

@@ -1,4 +1,7 @@
-"""Every environment setting, read once into `Settings`. The README's settings table mirrors it."""
+"""Every environment setting, read once into `Settings`. The README's settings table mirrors it.
+
+Each platform's own settings (`SLACK_API_URL`, `DISCORD_API_URL`…) are declared by its spec
+(`bots.registry`) and read here with the rest, into `Settings.platform_settings`."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bots.registry import PLATFORMS
 from core.chat_api import DEFAULT_BASE_URL, ChatTimeouts
 from core.journal import JOURNAL_FINALISE_FOR_S, JOURNAL_LEASE_S, JOURNAL_SWEEP_INTERVAL_S
 from core.redis_keys import DEFAULT_PREFIX
@@ -13,9 +17,6 @@ from core.redis_keys import DEFAULT_PREFIX
 DEFAULT_BOTS_DIR = Path(__file__).resolve().parent
 DEFAULT_HOST = "0.0.0.0"  # reachable from a load balancer / Kubernetes probe
 DEFAULT_PORT = 8080
-DEFAULT_SLACK_API_URL = "https://slack.com/api/"
-DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
-DEFAULT_DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # redis-py's own URL schemes, plus ours for Sentinel and Cluster (`bots.redis_connect` reads them).
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://",
@@ -63,12 +64,6 @@ class RedisTLS:
     key_file: str | None = None
 
 
-def _with_trailing_slash(url: str) -> str:
-    """slack-sdk joins the method name straight onto its base URL: `…/api` + `chat.postMessage`
-    would call `…/apichat.postMessage`."""
-    return url if url.endswith("/") else url + "/"
-
-
 @dataclass(frozen=True)
 class Settings:
     """The process's configuration (bot definitions aside)."""
@@ -81,9 +76,6 @@ class Settings:
     log_level: str
     host: str
     port: int
-    slack_api_url: str
-    discord_api_url: str
-    discord_gateway_url: str
     timeouts: ChatTimeouts
     bots_dir: Path
     # PORT or HOST set explicitly: `run` serves HTTP (health, metrics) even for the console bot alone.
@@ -93,6 +85,8 @@ class Settings:
     journal_lease_s: float = JOURNAL_LEASE_S
     journal_sweep_interval_s: float = JOURNAL_SWEEP_INTERVAL_S
     journal_finalise_for_s: float = JOURNAL_FINALISE_FOR_S
+    # Every registered platform's settings by variable name (SLACK_API_URL…), defaults filled in.
+    platform_settings: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, log_format_default: str = "json") -> Settings:
@@ -131,9 +125,6 @@ class Settings:
             log_level=log_level,
             host=env.get("HOST", "").strip() or DEFAULT_HOST,
             port=int(port_raw),
-            slack_api_url=_with_trailing_slash(env.get("SLACK_API_URL", "").strip() or DEFAULT_SLACK_API_URL),
-            discord_api_url=env.get("DISCORD_API_URL", "").strip() or DEFAULT_DISCORD_API_URL,
-            discord_gateway_url=env.get("DISCORD_GATEWAY_URL", "").strip() or DEFAULT_DISCORD_GATEWAY_URL,
             timeouts=ChatTimeouts(
                 connect_s=_float(env, "LUNOS_CONNECT_TIMEOUT_S", defaults.connect_s),
                 first_token_s=_float(env, "LUNOS_FIRST_TOKEN_TIMEOUT_S", defaults.first_token_s),
@@ -147,6 +138,7 @@ class Settings:
             journal_lease_s=_float(env, "JOURNAL_LEASE_S", JOURNAL_LEASE_S),
             journal_sweep_interval_s=_float(env, "JOURNAL_SWEEP_INTERVAL_S", JOURNAL_SWEEP_INTERVAL_S),
             journal_finalise_for_s=_float(env, "JOURNAL_FINALISE_FOR_S", JOURNAL_FINALISE_FOR_S),
+            platform_settings=PLATFORMS.read_settings(env),
         )
 
 

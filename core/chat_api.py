@@ -49,6 +49,10 @@ NO_FALLBACK_STATUSES = frozenset({400, 401, 402, 403, 404})
 MODEL_ERROR_CODES = frozenset({"model_not_found", "invalid_model", "model_not_available"})
 RETRYABLE_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
 READ_TIMEOUT_MARGIN_S = 1.0  # so the asyncio deadline, with its clearer error, fires first
+# One connection per streaming reply: the process carries 1,000 concurrent replies (make bench);
+# past this many, a request waits for a free connection within its first-token deadline.
+CHAT_MAX_CONNECTIONS = 1_000
+CHAT_MAX_KEEPALIVE_CONNECTIONS = 100  # idle connections kept for the next burst
 WRITE_TIMEOUT_S = 10.0  # sending a request body; generous, bodies are small
 MAX_ERROR_TEXT_CHARS = 300  # of an API error message kept in our own errors and logs
 
@@ -111,14 +115,12 @@ class ChatClient:
                 # a backstop and must not cut a first token the settings still allow.
                 read=max(self.timeouts.first_token_s, self.timeouts.chunk_gap_s) + READ_TIMEOUT_MARGIN_S,
                 write=WRITE_TIMEOUT_S,
-                pool=self.timeouts.connect_s,
+                # Waiting for a pooled connection is part of waiting for the first token.
+                pool=self.timeouts.first_token_s,
             ),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(max_connections=CHAT_MAX_CONNECTIONS,
+                                max_keepalive_connections=CHAT_MAX_KEEPALIVE_CONNECTIONS),
         )
-
-    @property
-    def base_url(self) -> str:
-        return self._base_url
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -224,15 +226,6 @@ class ChatClient:
                 interrupted=True,
             )
         raise AllModelsFailed(failures)
-
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        """The whole reply at once, for callers that show nothing while it grows. It is streamed
-        underneath, so the first-token and gap deadlines and the continuation rules still apply."""
-
-        async def ignore(piece: str) -> None:
-            return None
-
-        return await self.stream(request, ignore)
 
     async def list_models(self, *, app_id: str | None = None) -> list[str]:
         """`GET {base}/models`: the model ids the key can use. Raises a `ChatAPIError`."""

@@ -1,8 +1,9 @@
 """`ConversationEngine`: one incoming message in, one streamed reply out.
 
 dedupe → lock → load history → `[system, *history, user]` → stream → render → save → usage.
-The `reset` and `help` commands live here so every platform behaves the same. This module must
-not know which platform it serves: adapters hand it an `IncomingMessage` and a `ReplySink`.
+The `reset` and `help` commands live here so every platform behaves the same (`IncomingMessage.command`,
+parsed in `core.types`). This module must not know which platform it serves: adapters hand it an
+`IncomingMessage` and a `ReplySink`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from core.types import (
     ChatMessage,
     ChatRequest,
     ChatResult,
+    Command,
     ConversationKey,
     IncomingMessage,
     ReplyInfo,
@@ -46,8 +48,6 @@ from core.types import (
 
 log = structlog.get_logger(__name__)
 
-RESET_COMMANDS = frozenset({"reset", "/reset", "!reset"})
-HELP_COMMANDS = frozenset({"help", "/help", "!help"})
 RESET_REPLY = "Done — I've forgotten this conversation. The next message starts fresh."
 INTERRUPTED_NOTE = "_(answer interrupted: the model stopped responding)_"
 TRUNCATED_NOTE = "_(answer cut off at this bot's length limit)_"
@@ -164,11 +164,11 @@ class ConversationEngine:
             if not await self._coordination.claim_event(message.bot, message.event_id):
                 log.info("turn.duplicate", event_id=message.event_id)
                 return TurnOutcome(status="duplicate")
-            command = message.text.strip().lower()
+            command = message.command
             # Limits (`core.limits`) hold before anything is shown: a refused turn gets one short
             # message, no model call, nothing saved. Commands cost no model call and are never refused.
             admission: Admission | None = None
-            if self._limits is not None and command not in RESET_COMMANDS | HELP_COMMANDS:
+            if self._limits is not None and command is None:
                 verdict = await self._limits.admit(message)
                 if isinstance(verdict, Refusal):
                     await verdict.deliver(sink)
@@ -180,7 +180,9 @@ class ConversationEngine:
                 if admission is not None:
                     await asyncio.shield(admission.release())
 
-    async def _in_turn(self, message: IncomingMessage, sink: ReplySink, command: str) -> TurnOutcome:
+    async def _in_turn(
+        self, message: IncomingMessage, sink: ReplySink, command: Command | None
+    ) -> TurnOutcome:
         # The working signal goes up before waiting for the conversation's previous turn, so the
         # user sees at once that the bot heard them.
         reply = ReplyStream(sink, clock=self._clock, journal=self._journal, bot=self.profile.name,
@@ -192,9 +194,9 @@ class ConversationEngine:
             # every message of the reply is posted (posts fix the order in the conversation); the
             # final edits land after it, so the next turn's model request does not wait for them.
             async with self._coordination.conversation_lock(self.profile.name, message.conversation):
-                if command in RESET_COMMANDS:
+                if command is Command.RESET:
                     outcome = await self._reset(message, reply)
-                elif command in HELP_COMMANDS:
+                elif command is Command.HELP:
                     reply.end(note=self.help_text())
                     await reply.posts_landed()
                     outcome = TurnOutcome(status="command")
@@ -212,8 +214,12 @@ class ConversationEngine:
 
     async def has_history(self, conversation: ConversationKey) -> bool:
         """Whether this bot is in `conversation` (e.g. a Slack thread it answered in): it has
-        turns there, a user reset it there, or a turn is being answered there right now. False
-        when the store is down: the adapter then asks for a mention."""
+        turns there, a user reset it there (the store's reset marker), or a turn is being answered
+        there right now. False when the store is down: the adapter then asks for a mention.
+
+        A conversation with a reset marker is never seeded again (`IncomingMessage.seed`): what a
+        user reset stays forgotten, without the adapter having to recognise the reset in the
+        platform's own history."""
         try:
             return await self._history.exists(conversation, or_in_progress=True)
         except HistoryUnavailable:
@@ -236,7 +242,7 @@ class ConversationEngine:
     async def reset(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         """The `reset` command, for adapters with a native command (a Discord slash command)."""
         with structlog.contextvars.bound_contextvars(**self._turn_log_context(message)):
-            return await self._in_turn(message, sink, "reset")
+            return await self._in_turn(message, sink, Command.RESET)
 
     def _turn_log_context(self, message: IncomingMessage) -> dict[str, object]:
         """What every log line of a turn carries. `turn_started_at` lets the log pipeline add the

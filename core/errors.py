@@ -20,12 +20,17 @@
 
 Lower-layer exceptions (httpx, redis) are translated into these at the seam where they are
 caught, with `raise ... from exc`, so callers never handle a library's exception type.
+`Problems` collects the `DefinitionError`s of one definition (the loader's and each platform's
+table validation), so every mistake in a file is reported at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class BotError(Exception):
@@ -161,3 +166,27 @@ class PlatformError(BotError):
 class ReplyUndeliverable(PlatformError):
     """Raised by a sink when more calls cannot help: the bot may not post here, the channel is
     gone, or a moderator deleted the reply. The reply stops at once and is not reposted."""
+
+
+class Problems:
+    """The `DefinitionError`s of one file, collected so every mistake is reported at once."""
+
+    def __init__(self) -> None:
+        self.errors: list[DefinitionError] = []
+
+    def attempt(self, check: Callable[[], T], default: T) -> T:
+        """`check()`, or `default` after recording the error it raised."""
+        try:
+            return check()
+        except InvalidDefinition as exc:
+            self.errors.extend(exc.errors)
+        except DefinitionError as exc:
+            self.errors.append(exc)
+        return default
+
+    def add(self, error: DefinitionError) -> None:
+        self.errors.append(error)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise InvalidDefinition(self.errors) if len(self.errors) > 1 else self.errors[0]

@@ -91,12 +91,17 @@ class RedisHistory:
         name = self._keys.history(self._bot, key)
         payload = [t.to_json() for t in turns]
 
+        marker = self._keys.reset_marker(self._bot, key)
+
         async def save() -> int:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(name, *payload)
                 pipe.ltrim(name, -self._limits.max_messages, -1)
                 pipe.expire(name, self._limits.ttl_s)
-                length, _, _ = await pipe.execute()
+                # A reset is remembered as long as the conversation is: the engine never re-seeds a
+                # conversation a user reset (no-op when it was never reset).
+                pipe.expire(marker, self._limits.ttl_s)
+                length, _, _, _ = await pipe.execute()
             return max(0, int(length) - self._limits.max_messages)
 
         await self._catch_up()

@@ -5,10 +5,11 @@ Implementations satisfy these structurally; nothing here imports a platform libr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.types import ConversationKey, ReplyInfo, Turn, Usage
 
@@ -92,12 +93,6 @@ class Finaliser(Protocol):
         """The reply is final: clear what still says the bot is working (best effort)."""
 
 
-class Clock(Protocol):
-    """Monotonic seconds. Relied on by the renderer and the chat client so tests control time."""
-
-    def __call__(self) -> float: ...
-
-
 class HistoryStore(Protocol):
     """Conversation memory. Relied on by `ConversationEngine`; `core.history.RedisHistory` implements it."""
 
@@ -158,6 +153,36 @@ class BotRuntime(Protocol):
 
     async def stop(self) -> None:
         """Stop taking new messages, finish or finalise replies in flight, disconnect."""
+
+
+@runtime_checkable
+class JournaledRuntime(Protocol):
+    """A runtime whose replies another process can finish from the reply journal. Relied on by
+    `bots.runner`, which adds each started one to the `JournalSweeper`; the Slack and Discord bots
+    implement it (a terminal's replies cannot be reached again)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def finaliser(self) -> Finaliser:
+        """How the journal reaches this bot's replies (once started)."""
+
+
+@runtime_checkable
+class EndingRuntime(Protocol):
+    """A runtime whose session ends on its own (a terminal at end of input). Relied on by
+    `bots.runner`: when every bot of the process is one, `run` ends when they have."""
+
+    @property
+    def finished(self) -> asyncio.Event: ...
+
+
+class PlatformCallObserver(Protocol):
+    """Told about every API call an adapter makes to its platform. Relied on by the adapters'
+    call counters (`adapters.slack.calls`, `adapters.discord.calls`); `bots.metrics.Metrics`
+    implements it with Prometheus counters."""
+
+    def platform_call(self, bot: str, platform: str, method: str, status: int | str) -> None: ...
 
 
 class TurnObserver(Protocol):

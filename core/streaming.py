@@ -64,7 +64,6 @@ class Segment:
     unshown: str = ""  # trailing whitespace of the model text, invisible at a message's end
     posted: bool = False
     showing_placeholder: bool = False
-    closed: bool = False
     last_update_at: float | None = None
     last_text: str | None = None
 
@@ -252,7 +251,6 @@ class StreamRenderer:
             self.segments.append(Segment(prefix=prefix, body=rest))
 
     def _send_final(self, segment: Segment, index: int) -> list[Operation]:
-        segment.closed = True
         text = segment.text
         if not text.strip():
             text = segment.text + EMPTY_REPLY

@@ -5,6 +5,7 @@ Frozen dataclasses only: adapters build them from wire payloads, the engine read
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -76,22 +77,47 @@ class ChatMessage:
         return {"role": self.role, "content": content}
 
 
+class Command(enum.Enum):
+    """What the engine does itself instead of asking the model. Every platform has the same ones."""
+
+    RESET = "reset"  # forget this conversation
+    HELP = "help"  # say what the bot does
+
+
+# The words that name a command, as typed on any platform ("reset", "/reset", "!reset"). Parsed here
+# and nowhere else: adapters read `IncomingMessage.command`.
+COMMAND_PREFIXES = ("", "/", "!")
+_COMMAND_WORDS = {f"{prefix}{command.value}": command for command in Command for prefix in COMMAND_PREFIXES}
+
+
+def parse_command(text: str) -> Command | None:
+    """The command `text` asks for, or None for a message for the model. A message with no words
+    (a bare mention, a file without a caption) asks for help rather than sending the model nothing."""
+    words = text.strip().lower()
+    if not words:
+        return Command.HELP
+    return _COMMAND_WORDS.get(words)
+
+
 SeedLoader = Callable[[], Awaitable[Sequence[ChatMessage]]]
 AuthorResolver = Callable[[], Awaitable[str]]
 
 
 @dataclass(frozen=True)
 class IncomingMessage:
-    """A message addressed to a bot, with the bot mention already stripped from `text`."""
+    """A message addressed to a bot, with the bot mention already stripped from `text`.
+
+    `command` is parsed from `text` when not given (`parse_command`); an adapter with a native
+    command (a Discord slash command) passes it instead.
+    """
 
     bot: str
     platform: str
     conversation: ConversationKey
     author: Author
     text: str
-    message_id: str
     event_id: str
-    received_at: float
+    received_at: float  # wall-clock seconds it was received (`bots.instrumentation` measures from it)
     multi_user: bool = False  # a channel or thread several people talk in (not a DM)
     # Called under the conversation lock when the conversation has no history yet, e.g. to read
     # a Slack thread the bot was mentioned in midway. Bounded by the adapter.
@@ -99,6 +125,11 @@ class IncomingMessage:
     # Looks up the author's display name when the adapter does not know it yet; awaited by the
     # engine after the working signal is up, alongside loading history, so it never delays it.
     resolve_author: AuthorResolver | None = field(default=None, compare=False)
+    command: Command | None = None
+
+    def __post_init__(self) -> None:
+        if self.command is None:
+            object.__setattr__(self, "command", parse_command(self.text))
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ mention, a reply to the bot, a channel it answers everything in)? → which conv
 index, then the event; bound to every log line from here on) → access lists (a refusal is said once
 per user and channel) → the engine, answering through a `DiscordReplySink`. The first two steps are
 synchronous, so a busy guild costs no task per message. Commands (`reset`, `help`) belong to the
-engine; `/reset` and `/help` only translate an interaction into it. This module must not know about
-`bots/` (settings, TOML).
+engine (`IncomingMessage.command`); `/reset` and `/help` only translate an interaction into it.
+This module must not know about `bots/` (settings, TOML).
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ from adapters.discord.translate import (
     place_of,
     sender_of,
 )
-from core.engine import RESET_COMMANDS, ConversationEngine
+from core.engine import ConversationEngine
 from core.errors import PlatformError
 from core.message_index import MessageIndex
 from core.ports import Coordination, MessageObserver
-from core.types import ConversationKey
+from core.supervisor import ReplySupervisor
+from core.types import Command, ConversationKey, parse_command
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +56,6 @@ log = structlog.get_logger(__name__)
 # ones get the rest, less `CLOSE_TIMEOUT_S`, to leave their final message.
 STOP_BUDGET_S = 30.0
 CLOSE_TIMEOUT_S = 3.0  # kept for the end: the gateway task ends promptly once the client is closed
-EMPTY_MENTION_TEXT = "help"  # "@bot" alone: say what the bot does instead of sending the model nothing
 # The model's text may contain "@everyone" or role mentions: never let an answer ping anyone but the
 # person it replies to.
 ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True)
@@ -97,6 +97,9 @@ class DiscordBot:
         self._observer = observer
         self._stop_budget_s = stop_budget_s
         install_token_filter()  # before the client exists: its first interaction may be logged
+        # Replies and slash commands in flight; every log line of this bot carries its context
+        # (the engine adds `conversation` and `model`).
+        self._replies = ReplySupervisor.for_bot(engine.profile, PLATFORM)
         self._pacer = ChannelPacer(config.edit_interval_s)
         self._limits = discord_limits(config.edit_interval_s)
         self._client = self._make_client()
@@ -105,7 +108,6 @@ class DiscordBot:
         self._add_commands()
         self._client.event(self.on_ready)
         self._client.event(self.on_message)
-        self._inflight: set[asyncio.Task[object]] = set()
         self._accepting = False
         self._connection: asyncio.Task[None] | None = None
 
@@ -149,8 +151,7 @@ class DiscordBot:
 
     async def wait_idle(self) -> None:
         """Until every reply and command started so far has finished (tests and benchmarks)."""
-        while pending := {t for t in self._inflight if not t.done() and t is not asyncio.current_task()}:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._replies.wait_idle()
 
     def finaliser(self) -> DiscordFinaliser:
         """How the reply journal reaches this bot's answers (REST only: any shard will do)."""
@@ -160,24 +161,13 @@ class DiscordBot:
         """Stop taking messages and let replies in flight finish for `stop_grace_s`. Cancel the rest:
         the engine still leaves each a final message, and with the channel spacing lifted their final
         edits go out at once; wait for them. Only then disconnect. All within `stop_budget_s`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._stop_budget_s - CLOSE_TIMEOUT_S
         self._accepting = False
-        pending = {t for t in self._inflight if not t.done() and t is not asyncio.current_task()}
-        if pending:
-            log.info("discord.stopping", **self._log_context(), replies_in_flight=len(pending))
-            grace = min(self._config.stop_grace_s, deadline - loop.time())
-            _, late = await asyncio.wait(pending, timeout=grace)
-            if late:
-                # Ten replies cut short in one channel would otherwise queue their final edits an
-                # interval apart, and the disconnect below would leave them half-written.
-                self._pacer.drain()
-                for task in late:
-                    task.cancel()
-                _, unfinished = await asyncio.wait(late, timeout=max(0.0, deadline - loop.time()))
-                if unfinished:
-                    log.warning("discord.replies_unfinished", **self._log_context(),
-                                replies=len(unfinished), budget_s=self._stop_budget_s)
+        # Ten replies cut short in one channel would otherwise queue their final edits an interval
+        # apart (hence `pacer.drain`), and the disconnect below would leave them half-written.
+        await self._replies.drain(
+            finish_s=self._config.stop_grace_s, total_s=self._stop_budget_s - CLOSE_TIMEOUT_S,
+            on_cut_short=self._pacer.drain,
+        )
         await self._client.close()
         if self._connection is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -198,7 +188,7 @@ class DiscordBot:
         if isinstance(triaged, str):
             self._tell(message.id, triaged)
             return
-        self._track(asyncio.create_task(self._answer(message, triaged), name=f"discord-message-{message.id}"))
+        self._replies.spawn(self._answer(message, triaged), name=f"discord-message-{message.id}")
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -227,24 +217,23 @@ class DiscordBot:
 
     async def _answer(self, message: discord.Message, triaged: _Addressed) -> None:
         outcome = "crashed"
-        with structlog.contextvars.bound_contextvars(**self._log_context()):
-            try:
-                outcome = await self._answer_checked(message, triaged)
-            except asyncio.CancelledError:  # shutdown cut it short; the engine left a final message
-                outcome = "interrupted"
-                raise
-            except Exception:  # the adapter's entry point: log; the engine already left a final message
-                log.exception("discord.message_crashed", message=message.id)
-            finally:
-                self._tell(message.id, outcome)
+        try:
+            outcome = await self._answer_checked(message, triaged)
+        except asyncio.CancelledError:  # shutdown cut it short; the engine left a final message
+            outcome = "interrupted"
+            raise
+        except Exception:  # the adapter's entry point: log; the engine already left a final message
+            log.exception("discord.message_crashed", message=message.id)
+        finally:
+            self._tell(message.id, outcome)
 
     async def _answer_checked(self, message: discord.Message, triaged: _Addressed) -> str:
         sender, place = triaged.sender, triaged.place
-        text = triaged.addressed.text or EMPTY_MENTION_TEXT
+        text = triaged.addressed.text  # "@bot" alone is empty: core reads it as `help`
         continued = await self._continued(triaged, text)
         conversation = conversation_for(place, triaged.addressed, message.id,
                                         whole_channel=triaged.whole_channel, continued=continued)
-        with structlog.contextvars.bound_contextvars(conversation=str(conversation)):
+        with self._replies.bind(conversation=str(conversation)):
             refusal = self._config.access.check(sender, place)
             if refusal is not None:
                 return await self._refuse(message, sender, place, refusal)
@@ -277,7 +266,7 @@ class DiscordBot:
             return None
         if addressed.replied_to is not None:
             return await self._index.conversation_of(self.name, message_ref(addressed.replied_to))
-        if text.strip().lower() in RESET_COMMANDS:
+        if parse_command(text) is Command.RESET:
             return await self._index.conversation_of(
                 self.name, latest_ref(place.channel_id, triaged.sender.user_id))
         return None
@@ -358,7 +347,7 @@ class DiscordBot:
         await interaction.response.send_message(text, ephemeral=True)
 
     async def _reset_command(self, interaction: discord.Interaction[discord.Client]) -> None:
-        self._track(asyncio.current_task())
+        self._replies.track(asyncio.current_task())
         sender = sender_of(interaction.user)
         place = self._interaction_place(interaction)
         refusal = self._config.access.check(sender, place)
@@ -379,9 +368,9 @@ class DiscordBot:
             return
         message = command_message(
             bot=self.name, interaction_id=interaction.id, conversation=conversation, sender=sender,
-            text="/reset", received_at=interaction.created_at.timestamp(), multi_user=not place.is_dm,
+            command=Command.RESET, received_at=interaction.created_at.timestamp(), multi_user=not place.is_dm,
         )
-        with structlog.contextvars.bound_contextvars(**self._log_context(), conversation=str(conversation)):
+        with self._replies.bind(conversation=str(conversation)):
             await self._engine.reset(message, InteractionReplySink(interaction))
 
     # -- internals --------------------------------------------------------------------------
@@ -419,15 +408,9 @@ class DiscordBot:
         except Exception:
             log.exception("discord.connection_failed", **self._log_context())
 
-    def _log_context(self) -> dict[str, str]:
+    def _log_context(self) -> dict[str, object]:
         """What every log line of this bot carries (the engine adds `conversation` and `model`)."""
-        return {"bot": self.name, "app_id": self._engine.profile.app_id, "platform": PLATFORM}
-
-    def _track(self, task: asyncio.Task[object] | None) -> None:
-        if task is None:
-            return
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        return self._replies.log_context
 
     def _tell(self, message_id: int, outcome: str) -> None:
         if self._observer is not None:

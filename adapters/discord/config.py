@@ -1,6 +1,6 @@
 """`DiscordConfig`: one Discord bot's settings as the adapter needs them, with named defaults.
 
-Built and validated from the `[discord]` table by `bots.discord_wiring`; tests build it directly.
+Built and validated from the `[discord]` table by `adapters.discord.platform`; tests build it directly.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ parsers from, checked against discord.py 2.7); there is no public hook for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import discord
@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 Parser = Callable[[Any], None]
 
 
-def _guarded(event: str, parse: Parser, context: dict[str, str]) -> Parser:
+def _guarded(event: str, parse: Parser, context: Mapping[str, object]) -> Parser:
     def parse_or_drop(data: Any) -> None:
         try:
             parse(data)
@@ -35,7 +35,7 @@ def _guarded(event: str, parse: Parser, context: dict[str, str]) -> Parser:
     return parse_or_drop
 
 
-def guard_gateway_parsers(client: discord.Client, context: dict[str, str]) -> None:
+def guard_gateway_parsers(client: discord.Client, context: Mapping[str, object]) -> None:
     """Wrap every gateway event parser of `client` (once, before it connects)."""
     parsers: dict[str, Parser] | None = getattr(getattr(client, "_connection", None), "parsers", None)
     if not isinstance(parsers, dict):

@@ -20,7 +20,7 @@ from typing import Literal
 import discord
 
 from adapters.discord.access import Place, Sender
-from core.types import Author, ConversationKey, IncomingMessage
+from core.types import Author, Command, ConversationKey, IncomingMessage
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"  # DMs belong to no guild; their channel id alone identifies them
@@ -216,19 +216,19 @@ def incoming_message(
     return IncomingMessage(
         bot=bot, platform=PLATFORM, conversation=conversation,
         author=Author(str(sender.user_id), sender.display_name), text=text,
-        message_id=str(message.id), event_id=f"message:{message.id}",
-        received_at=message.created_at.timestamp(), multi_user=message.guild is not None,
+        event_id=f"message:{message.id}", received_at=message.created_at.timestamp(),
+        multi_user=message.guild is not None,
     )
 
 
 def command_message(
-    *, bot: str, interaction_id: int, conversation: ConversationKey, sender: Sender, text: str,
+    *, bot: str, interaction_id: int, conversation: ConversationKey, sender: Sender, command: Command,
     received_at: float, multi_user: bool,
 ) -> IncomingMessage:
-    """The engine's view of a slash command (for `reset`)."""
+    """The engine's view of a slash command (for `reset`): the command itself, no text."""
     return IncomingMessage(
         bot=bot, platform=PLATFORM, conversation=conversation,
-        author=Author(str(sender.user_id), sender.display_name), text=text,
-        message_id=str(interaction_id), event_id=f"interaction:{interaction_id}",
-        received_at=received_at, multi_user=multi_user,
+        author=Author(str(sender.user_id), sender.display_name), text="",
+        event_id=f"interaction:{interaction_id}", received_at=received_at, multi_user=multi_user,
+        command=command,
     )

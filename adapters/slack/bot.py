@@ -14,7 +14,6 @@ and a thread is read for seeding only by the engine, under the conversation lock
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from collections import deque
@@ -29,7 +28,6 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
-from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -49,7 +47,7 @@ from adapters.slack.sink import (
     error_code,
 )
 from adapters.slack.translate import (
-    EMPTY_REQUEST,
+    PLATFORM,
     EventCallback,
     SlackEvent,
     SlackIdentity,
@@ -67,12 +65,16 @@ from adapters.slack.translate import (
 from core.engine import ConversationEngine
 from core.errors import PlatformError
 from core.rate_budget import RateBudget
+from core.supervisor import ReplySupervisor
 from core.types import ChatMessage, SeedLoader
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 SLACK_HTTP_TIMEOUT_S = 30  # one Web API request (each retry is its own); slack-sdk's default
+# Connections to Slack per app: aiohttp's default of 100 queued posts behind each other when a few
+# hundred replies started at once (make bench, 1,000 concurrent).
+SLACK_MAX_CONNECTIONS = 500
 SLACK_429_RETRIES = 2  # slack-sdk retries a 429 this often, after its Retry-After, before giving up
 SEED_MAX_MESSAGES = 50  # a thread the bot is called into midway: its latest this-many messages seed it
 SEED_PAGE_SIZE = 200  # conversations.replies page: the most Slack advises
@@ -144,8 +146,8 @@ class SlackBot:
         self._names: UserNames | None = None
         self._pacers: dict[str, WorkspacePacer] = {}
         self._statuses = AssistantStatuses()
-        self._tasks: set[asyncio.Task[None]] = set()  # replies, and their working signals' clean-up
-        self._dispatches: set[asyncio.Task[BoltResponse]] = set()  # HTTP requests inside Bolt
+        # Replies and their working signals' clean-up; HTTP requests inside Bolt are waited for too.
+        self._replies = ReplySupervisor.for_bot(engine.profile, PLATFORM)
         self._accepting = False
 
     @property
@@ -178,7 +180,8 @@ class SlackBot:
         if self._session is not None:
             return
         config = self._config
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_HTTP_TIMEOUT_S))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_HTTP_TIMEOUT_S),
+                                              connector=aiohttp.TCPConnector(limit=SLACK_MAX_CONNECTIONS))
         try:
             self._client = AsyncWebClient(
                 token=config.bot_token, base_url=config.api_url, session=self._session,
@@ -189,7 +192,7 @@ class SlackBot:
                 token=config.bot_token, base_url=config.api_url, session=self._session, retry_handlers=[],
             )
             self._identity = await self._identify(self._client)
-            self._names = UserNames(self._client)
+            self._names = UserNames(self._client, turn=self._pacer(self._identity.team_id).lookup_turn)
             self._app = self._build_app(self._identity)
             if config.socket_mode:
                 self._handler = AsyncSocketModeHandler(self._app, app_token=config.app_token)
@@ -208,20 +211,10 @@ class SlackBot:
         if self._handler is not None:  # Socket Mode: first, so no envelope is acked and then dropped
             await self._handler.close_async()  # type: ignore[no-untyped-call]  # untyped in slack-bolt
             self._handler = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._stop_grace_s
-        # A loop, not one wait: an event already inside Bolt when intake stopped (an HTTP request
-        # past the 503, a Socket Mode listener running) starts its reply while we wait, and that
-        # reply is waited for too.
-        while self._tasks or self._dispatches:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            await asyncio.wait(self._tasks | self._dispatches, timeout=remaining)
-        await _cancel(set(self._tasks))
-        if self._tasks:  # clean-up started by the replies just cancelled: single, bounded calls
-            await asyncio.wait(set(self._tasks), timeout=CLEANUP_GRACE_S)
-            await _cancel(set(self._tasks))
+        # An event already inside Bolt when intake stopped (an HTTP request past the 503, a Socket
+        # Mode listener running) starts its reply during the grace, and that reply is waited for too.
+        # The clean-up the cut-short replies start is single, bounded calls: CLEANUP_GRACE_S.
+        await self._replies.drain(finish_s=self._stop_grace_s, total_s=self._stop_grace_s + CLEANUP_GRACE_S)
         await self._close_connections()
 
     def finaliser(self) -> SlackFinaliser:
@@ -232,8 +225,7 @@ class SlackBot:
 
     async def wait_idle(self) -> None:
         """Until every reply started so far has finished (tests and benchmarks)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._replies.wait_idle()
 
     async def handle_http(self, request: web.Request) -> web.Response:
         """One Events API request, handed to Bolt (signature check, ack) and back."""
@@ -257,8 +249,7 @@ class SlackBot:
         # Its own task, tracked, so stop() waits for a request that got past the 503 above; shielded
         # so a client hanging up does not cancel an event Bolt may already have acked.
         dispatch = asyncio.create_task(app.async_dispatch(bolt_request), name=f"slack-{self.name}-dispatch")
-        self._dispatches.add(dispatch)
-        dispatch.add_done_callback(self._dispatches.discard)
+        self._replies.track(dispatch, cancel_at_drain=False)
         response = await asyncio.shield(dispatch)
         return await to_aiohttp_response(response)
 
@@ -331,29 +322,21 @@ class SlackBot:
         if self._session is None:
             log.warning("slack.event_after_stop", bot=self.name, event_id=body.get("event_id"))
             return
-        self._track(self._answer(body, mentioned=mentioned, received_at=time.time()),
-                    name=f"slack-{self.name}-{body.get('event_id', '')}")
-
-    def _track(self, work: Coroutine[object, object, None], *, name: str) -> None:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        team_id = body.get("team_id") or self.identity.team_id
+        self._replies.spawn(self._answer(body, mentioned=mentioned, received_at=time.time()),
+                            name=f"slack-{self.name}-{body.get('event_id', '')}",
+                            conversation=str(conversation_for(body["event"], team_id)),
+                            event_id=body.get("event_id"))
 
     def _background(self, work: Coroutine[object, object, None]) -> None:
         """Runs a reply's after-work (clearing its working signal) without holding up the turn."""
-        self._track(work, name=f"slack-{self.name}-cleanup")
+        self._replies.spawn(work, name=f"slack-{self.name}-cleanup")
 
     async def _answer(self, body: EventCallback, *, mentioned: bool, received_at: float) -> None:
-        event = body["event"]
-        team_id = body.get("team_id") or self.identity.team_id
-        with structlog.contextvars.bound_contextvars(
-            bot=self.name, app_id=self._engine.profile.app_id, platform="slack",
-            conversation=str(conversation_for(event, team_id)), event_id=body.get("event_id"),
-        ):
-            try:
-                await self._answer_event(body, mentioned=mentioned, received_at=received_at)
-            except Exception:  # the adapter's entry point: log; the engine already told the user
-                log.exception("slack.event_failed")
+        try:
+            await self._answer_event(body, mentioned=mentioned, received_at=received_at)
+        except Exception:  # the adapter's entry point: log; the engine already told the user
+            log.exception("slack.event_failed")
 
     async def _answer_event(self, body: EventCallback, *, mentioned: bool, received_at: float) -> None:
         me = self.identity
@@ -376,11 +359,10 @@ class SlackBot:
         async def resolve_author() -> str:
             return await names.name(user)
 
+        # A bare mention, or a file sent without a word, has no text: core reads it as `help`.
         message = incoming_message(self.name, body, me, author_name=known or user, seed=seed,
                                    received_at=received_at,
                                    resolve_author=resolve_author if not dm and known is None else None)
-        if not message.text:  # a bare mention, or a file sent to the bot without a word
-            message = dataclasses.replace(message, text=EMPTY_REQUEST)
         sink = SlackReplySink(
             reply_target(event, team_id), client=self._client, signal_client=self._signal_client,
             pacer=self._pacer(team_id), native=self._config.streaming == "native",
@@ -482,10 +464,3 @@ def _malformed_body(raw: bytes, content_type: str) -> str | None:
     if "event" in parsed and not isinstance(parsed["event"], dict):
         return "event is not an object"
     return None
-
-
-async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 import structlog
@@ -27,8 +27,12 @@ MAX_CONCURRENT_LOOKUPS = 8  # a seeded thread with many people: at most this man
 class UserNames:
     """Display names by user id, cached with a TTL."""
 
-    def __init__(self, client: AsyncWebClient, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, client: AsyncWebClient, *, clock: Callable[[], float] = time.monotonic,
+        turn: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         self._client = client
+        self._turn = turn  # the workspace's users.info budget: False means skip this lookup
         self._clock = clock
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._in_flight: dict[str, asyncio.Task[str | None]] = {}  # one users.info per person at a time
@@ -66,6 +70,9 @@ class UserNames:
         return dict(zip(unique, found, strict=True))
 
     async def _lookup(self, user_id: str) -> str | None:
+        if self._turn is not None and not await self._turn():
+            log.info("slack.user_lookup_skipped", user=user_id, reason="users.info budget queued up")
+            return None
         try:
             async with self._gate:
                 response = await asyncio.wait_for(self._client.users_info(user=user_id), LOOKUP_TIMEOUT_S)

@@ -37,7 +37,11 @@ SHED_AFTER_S = 2.0
 # and every reaction skipped is also a reactions.remove saved.
 SIGNAL_SHED_AFTER_S = 0.3
 SLACK_POSTS_PER_CHANNEL_PER_S = 1.0  # chat.postMessage: "1 per second per channel", short bursts allowed
-POST_BURST = 3  # a reply's first post plus two continuations go at once; more wait a second each
+# Two posts at once, then the rate less the headroom: a post given its turn reaches Slack a little
+# later, and calls that bunch up on the way would otherwise meet Slack's own bucket empty.
+POST_BURST = 2
+SLACK_TIER4_PER_MINUTE = 100  # users.info: Tier 4, per workspace per app
+LOOKUP_SHED_AFTER_S = 0.5  # a name lookup that would wait longer is skipped (the user id stands in)
 
 # A 429 observed inside a call (slack-sdk's retry handler) pushes back the bucket that call was
 # charged to; set around a paced call by `WorkspacePacer.charging`. A context variable because
@@ -86,8 +90,15 @@ class EditPacing:
         return BucketSpec(capacity=burst, refill_per_s=(usable - burst) / self.window_s)
 
     def post_bucket(self) -> BucketSpec:
-        """One channel's `chat.postMessage` bucket."""
-        return BucketSpec(capacity=float(self.post_burst), refill_per_s=self.posts_per_s)
+        """One channel's `chat.postMessage` bucket, `headroom` below Slack's rate."""
+        rate = self.posts_per_s * (1 - self.headroom)
+        return BucketSpec(capacity=float(self.post_burst), refill_per_s=rate)
+
+    def lookup_bucket(self) -> BucketSpec:
+        """`users.info` (Tier 4), scaled like the Tier 3 budget (tests shrink the window)."""
+        usable = SLACK_TIER4_PER_MINUTE * (1 - self.headroom)
+        burst = min(float(self.burst), usable / 2)
+        return BucketSpec(capacity=burst, refill_per_s=(usable - burst) / self.window_s)
 
 
 class WorkspacePacer:
@@ -137,6 +148,12 @@ class WorkspacePacer:
         """Every post waits for the channel's turn: Slack allows about one a second per channel
         with short bursts, and a post it refuses costs more than one that waits."""
         await _spend(await self._budget.reserve(self._post_name(channel), self._post_spec))
+
+    async def lookup_turn(self) -> bool:
+        """A `users.info` call may go now or soon; False: skip it (the id stands in for the name)."""
+        wait = await self._budget.reserve(self._name("users.info"), self._pacing.lookup_bucket(),
+                                          max_wait_s=LOOKUP_SHED_AFTER_S)
+        return await _spend(wait)
 
     async def hold(self, method: str, seconds: float) -> None:
         """Slack answered 429 with `Retry-After: seconds`: make every later caller of `method`, in

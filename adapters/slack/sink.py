@@ -58,9 +58,10 @@ SLACK_SPLIT_CHARS = 3500  # continue in a new message past this: room for a clos
 SLACK_MIN_EDIT_INTERVAL_S = 1.0  # chat.update is Tier 3 (~50/min per workspace): ≤ 1 edit/s per message
 STREAMING_INDICATOR = " ▍"  # shows the answer is still growing; gone from the final text
 # A reply delivered by posts (not admitted to the workspace's edit budget): its first finished
-# stretch goes out this long after the first text (a short answer stays one message), the next ones
-# at least this far apart (each post also waits for the channel's ~1/s turn).
-FIRST_CHUNK_AFTER_S = 0.5
+# sentence or line goes out as soon as it exists (under load it is also the working signal: the
+# reaction budget is spent), the next stretches at least this far apart (each post also waits for
+# the channel's ~1/s turn).
+FIRST_CHUNK_AFTER_S = 0.0
 POST_CHUNK_INTERVAL_S = 2.0
 # Slack turns `<!here>`, `<!channel>`, `<!everyone>`, `<!subteam^ID>` and `<@U…>` into notifications,
 # in `text` and in `markdown_text` alike ("Formatting text for app surfaces": special mentions and

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
-from core.engine import RESET_REPLY
 from core.types import Author, AuthorResolver, ChatMessage, ConversationKey, IncomingMessage, SeedLoader
 
 PLATFORM = "slack"
@@ -25,9 +24,6 @@ USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
 CHANNEL_MENTION = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
 SPECIAL_MENTION = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
 LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
-# What the engine is given for a bare mention or a file sent to the bot without a word: the help
-# text, so the person learns what the bot can do instead of the model answering an empty message.
-EMPTY_REQUEST = "help"
 
 
 class SlackEvent(TypedDict, total=False):
@@ -205,7 +201,6 @@ def incoming_message(
         conversation=conversation_for(event, team_id),
         author=Author(event["user"], author_name),
         text=model_text(event.get("text", ""), me.bot_user_id),
-        message_id=event["ts"],
         event_id=body["event_id"],
         received_at=received_at,
         multi_user=not is_direct_message(event),
@@ -219,8 +214,8 @@ def thread_to_seed(
     limit: int,
 ) -> list[ChatMessage]:
     """The last `limit` messages of a thread before the one that called the bot: the bot's own as
-    `assistant`, everyone else's as `user` with their name. Nothing before the bot's last `reset`
-    confirmation: the thread is re-read when its history is empty, and a reset emptied it on purpose."""
+    `assistant`, everyone else's as `user` with their name. A thread a user reset is never read for
+    this: the engine seeds only a conversation with neither history nor a reset marker."""
     seeded: list[ChatMessage] = []
     for message in messages:
         ts = message.get("ts", "")
@@ -233,9 +228,6 @@ def thread_to_seed(
         if not text:
             continue
         if message.get("bot_id") == me.bot_id or message.get("user") == me.bot_user_id:
-            if RESET_REPLY in text:
-                seeded.clear()
-                continue
             seeded.append(ChatMessage("assistant", text))
         else:
             author = message.get("user") or message.get("bot_id") or "someone"

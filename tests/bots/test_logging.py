@@ -79,7 +79,7 @@ class TestTurnLogFields:
             engine = make_engine()
             message = IncomingMessage(
                 bot="testbot", platform="test", conversation=ConversationKey("test", "w", "c"),
-                author=Author("u", "u"), text="hi", message_id="m1", event_id="e1", received_at=time.time(),
+                author=Author("u", "u"), text="hi", event_id="e1", received_at=time.time(),
             )
             await engine.handle(message, RecordingSink())
         finally:

@@ -20,18 +20,19 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.discord.bot import CLOSE_TIMEOUT_S
+from adapters.discord.calls import discord_route
+from adapters.discord.platform import discord_stop_grace_s
 from adapters.slack import SlackBot
 from adapters.slack.bot import CLEANUP_GRACE_S
+from adapters.slack.platform import slack_stop_grace_s
 from bots.definitions import parse_definition
-from bots.discord_wiring import discord_stop_grace_s
-from bots.instrumentation import InstrumentedEngine, discord_route
+from bots.instrumentation import InstrumentedEngine
 from bots.metrics import EXPORTED, Metrics
 from bots.platforms import build_runtime
 from bots.redis_connection import parse_redis_url
 from bots.runner import HealthServer
 from bots.services import Services
 from bots.settings import DEFAULT_SHUTDOWN_GRACE_S, Settings, SettingsError
-from bots.slack_wiring import slack_stop_grace_s
 from core.errors import DefinitionError, InvalidDefinition
 from core.limits import TurnLimits
 from core.redis_keys import RedisKeys
@@ -80,7 +81,7 @@ async def prefix(redis: Redis) -> AsyncIterator[str]:
 def message(text: str, user: str = "u1") -> IncomingMessage:
     return IncomingMessage(
         bot="ops", platform="slack", conversation=ConversationKey("slack", "T1", uuid.uuid4().hex),
-        author=Author(user, user), text=text, message_id=uuid.uuid4().hex, event_id=uuid.uuid4().hex,
+        author=Author(user, user), text=text, event_id=uuid.uuid4().hex,
         received_at=time.time(),
     )
 

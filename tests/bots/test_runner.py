@@ -24,8 +24,8 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from bots.definitions import parse_definition
-from bots.discord_wiring import build_discord_bot
 from bots.metrics import Metrics
+from bots.platforms import build_runtime
 from bots.runner import BotSupervisor, HealthServer, choose_bots
 from bots.services import Services
 from bots.settings import Settings
@@ -499,7 +499,7 @@ class TestDiscordRun:
                     "DISCORD_GATEWAY_URL": fake.gateway_url,
                 })
                 async with Services(settings) as services:
-                    bot = build_discord_bot(definition, services.engine(definition.profile), services,
+                    bot = build_runtime(definition, services.engine(definition.profile), services,
                                             web.Application())
                     with pytest.raises(PlatformError, match="rejected the bot token"):
                         await bot.start()

@@ -326,19 +326,6 @@ class TestBrokenStreams:
         assert result.interrupted and 0 < len(result.text) < 100
 
 
-class TestComplete:
-    """complete(): the same chain, the whole text at once."""
-
-    async def test_complete_falls_back_and_returns_the_text(
-        self, chat_api: FakeChatAPI, chat_client: ChatClient
-    ) -> None:
-        """A failing primary is skipped; the result holds the fallback's whole answer."""
-        chat_api.script(A, Behaviour(kind="status", status=503))
-        chat_api.script(B, Behaviour(text="all of it at once"))
-        result = await chat_client.complete(request(B))
-        assert (result.text, result.model, result.fallback_used) == ("all of it at once", B, True)
-
-
 class TestListModels:
     """GET /models for `lunos-bots check`."""
 

@@ -10,20 +10,31 @@ import uuid
 from collections.abc import Sequence
 from typing import ClassVar
 
+import pytest
 from redis.asyncio import Redis
 
 from core.chat_api import ChatClient
 from core.engine import (
+    APOLOGY_BAD_ENDPOINT,
     APOLOGY_BAD_KEY,
+    APOLOGY_BAD_MODEL,
     APOLOGY_RATE_LIMITED,
     APOLOGY_UNAVAILABLE,
     INTERRUPTED_NOTE,
     RESET_REPLY,
     TRUNCATED_NOTE,
 )
+from core.errors import (
+    AllModelsFailed,
+    AuthenticationFailed,
+    EndpointNotFound,
+    FailedAttempt,
+    ModelNotFound,
+    RequestRejected,
+)
 from core.profile import HistoryLimits
 from core.redis_keys import RedisKeys
-from core.types import Author, ChatMessage, ConversationKey, IncomingMessage
+from core.types import Author, ChatMessage, Command, ConversationKey, IncomingMessage, parse_command
 from core.usage import RedisUsage
 from tests.conftest import EngineFactory
 from tests.fakes.chat_api import Behaviour, FakeChatAPI
@@ -44,7 +55,7 @@ def incoming(text: str, conv: ConversationKey | None = None, *, event_id: str | 
 
     return IncomingMessage(
         bot="testbot", platform="test", conversation=conv or conversation(), author=Author("u1", author),
-        text=text, message_id=uuid.uuid4().hex, event_id=event_id or uuid.uuid4().hex,
+        text=text, event_id=event_id or uuid.uuid4().hex,
         received_at=time.time(), multi_user=multi_user, seed=load_seed if seed is not None else None,
     )
 
@@ -306,9 +317,86 @@ class TestDelivery:
         assert (row.app_id, row.model, row.requests, row.usage_unknown) == ("usage-app", A, 2, 1)
         assert row.prompt_tokens > 0 and row.completion_tokens > 0
 
+    async def test_usage_goes_to_the_model_that_answered(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI, redis: Redis, keys: RedisKeys
+    ) -> None:
+        """After a fallback — ours (the first model failed) or the API's (it answered with another
+        model) — requests and tokens are counted under the model that answered, not the one asked."""
+        engine = make_engine(app_id="fallback-app")
+        chat_api.script(A, Behaviour(kind="status", status=500))
+        chat_api.script(B, Behaviour(text="the fallback answers"))
+        await engine.handle(incoming("one"), RecordingSink())
+        chat_api.script(A, Behaviour(text="the API switched models", reported_model=B))
+        await engine.handle(incoming("two"), RecordingSink())
+        rows = await RedisUsage(redis, keys).read(app_id="fallback-app", days=1)
+        assert [(r.model, r.requests, r.fallbacks) for r in rows] == [(B, 2, 2)]
+        assert rows[0].prompt_tokens > 0 and rows[0].completion_tokens > 0
+
+
+class TestApologies:
+    """Each failure tells the user something true: a 404 never blames the API key."""
+
+    @pytest.mark.parametrize(("error", "apology"), [
+        (AuthenticationFailed("HTTP 401", status=401), APOLOGY_BAD_KEY),
+        (ModelNotFound("HTTP 404: model x not found", model="x", status=404), APOLOGY_BAD_MODEL),
+        (EndpointNotFound("HTTP 404", status=404), APOLOGY_BAD_ENDPOINT),
+        (AllModelsFailed([FailedAttempt("x", ModelNotFound("HTTP 404", model="x", status=404))]),
+         APOLOGY_BAD_MODEL),
+    ])
+    def test_apology_names_what_to_fix(self, error: RequestRejected | AllModelsFailed, apology: str) -> None:
+        """401 → the key; 404 naming the model → the model setting; 404 elsewhere → the base URL."""
+        from core.engine import apology_for
+
+        assert apology_for(error) == apology
+
+    @pytest.mark.parametrize("status", [400, 404])
+    async def test_unknown_model_of_a_single_model_bot(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI, status: int
+    ) -> None:
+        """A bot with no fallbacks whose model the API does not know says to check the model, not the key."""
+        engine = make_engine(fallback_models=())
+        chat_api.script(A, Behaviour(kind="status", status=status, error_message=f"model {A} not found"))
+        sink = RecordingSink()
+        outcome = await engine.handle(incoming("hello?"), sink)
+        assert sink.final_texts == [APOLOGY_BAD_MODEL] and outcome.apology == APOLOGY_BAD_MODEL
+
 
 class TestCommands:
     """reset and help live in the engine."""
+
+    def test_commands_are_parsed_once_in_core(self) -> None:
+        """Any platform's spelling of a command becomes one `Command`; a message with no words asks
+        for help; anything else is for the model; a native command given by the adapter wins."""
+        assert [parse_command(t) for t in ("reset", " /RESET ", "!reset", "help", "/help", "!Help", "")] == [
+            Command.RESET, Command.RESET, Command.RESET, Command.HELP, Command.HELP, Command.HELP, Command.HELP]
+        assert parse_command("reset my password please") is None and parse_command("helpful?") is None
+        assert incoming("  Reset ").command is Command.RESET and incoming("hi").command is None
+        native = IncomingMessage(bot="b", platform="test", conversation=conversation(), author=Author("u", "u"),
+                                 text="", event_id="e", received_at=0.0, command=Command.RESET)
+        assert native.command is Command.RESET
+
+    async def test_a_message_without_words_gets_help(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A bare mention (no text after the bot's name) is answered with the help text, not the model."""
+        engine = make_engine()
+        sink = RecordingSink()
+        outcome = await engine.handle(incoming("   "), sink)
+        assert outcome.status == "command" and sink.final_texts == [engine.help_text()]
+        assert not chat_api.requests
+
+    async def test_a_reset_is_remembered_as_long_as_the_conversation(
+        self, make_engine: EngineFactory, redis: Redis, keys: RedisKeys
+    ) -> None:
+        """Every saved turn renews the reset marker with the history, so a conversation a user reset
+        is never re-seeded (from a Slack thread) while the bot remembers it at all."""
+        engine = make_engine()
+        await engine.handle(incoming("reset"), RecordingSink())
+        marker = keys.reset_marker("testbot", conversation())
+        await redis.expire(marker, 5)
+        await engine.handle(incoming("a new topic"), RecordingSink())
+        history_ttl = await redis.ttl(keys.history("testbot", conversation()))
+        assert history_ttl > 5 and await redis.ttl(marker) >= history_ttl - 1  # same MULTI, a tick apart at most
 
     async def test_reset_forgets(self, make_engine: EngineFactory, chat_api: FakeChatAPI) -> None:
         """After reset the next request carries no history."""

@@ -81,7 +81,7 @@ async def second_redis() -> AsyncIterator[Redis]:
 def message(text: str, user: str = "u1", conv: str | None = None) -> IncomingMessage:
     return IncomingMessage(
         bot="testbot", platform="test", conversation=ConversationKey("test", "w1", conv or uuid.uuid4().hex),
-        author=Author(user, user), text=text, message_id=uuid.uuid4().hex, event_id=uuid.uuid4().hex,
+        author=Author(user, user), text=text, event_id=uuid.uuid4().hex,
         received_at=time.time(),
     )
 

@@ -84,7 +84,7 @@ def settings(chat_api: FakeChatAPI, url: str, **extra: str) -> Settings:
 def message(text: str, conversation: ConversationKey, user: str = "u1") -> IncomingMessage:
     return IncomingMessage(
         bot="ops", platform="slack", conversation=conversation, author=Author(user, user), text=text,
-        message_id=uuid.uuid4().hex, event_id=uuid.uuid4().hex, received_at=time.time(),
+        event_id=uuid.uuid4().hex, received_at=time.time(),
     )
 
 

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bots.definitions import TOP_LEVEL_FIELDS, load_definitions, parse_definition
-from bots.discord_wiring import discord_config
-from bots.slack_wiring import slack_config
+from bots.definitions import load_definitions, parse_definition, top_level_field_names
+from bots.platforms import validate_platform_table
+from bots.settings import Settings
 from core.errors import DefinitionError
 from tests.adapters.discord.conftest import GENERAL
 from tests.fakes.chat_api import Behaviour, FakeChatAPI
@@ -239,7 +239,7 @@ class TestDefinitionLoader:
             assert_names_file_and_field(error, path)
 
     @settings(max_examples=120, deadline=None)
-    @given(changes=st.dictionaries(st.sampled_from(sorted(TOP_LEVEL_FIELDS | {"extra", "slack_token"})),
+    @given(changes=st.dictionaries(st.sampled_from(sorted(top_level_field_names() | {"extra", "slack_token"})),
                                    toml_values, max_size=4),
            platform_table=st.dictionaries(st.sampled_from(["bot_token", "signing_secret", "app_token",
                                                            "require_mention", "streaming", "edits_per_minute",
@@ -260,8 +260,7 @@ class TestDefinitionLoader:
         tomllib.loads(text)  # the generator writes valid TOML: any error below is about fields
         try:
             definition = parse_definition(path, text, {})
-            (slack_config(definition, "http://127.0.0.1/api/") if definition.platform == "slack"
-             else discord_config(definition) if definition.platform == "discord" else None)
+            validate_platform_table(definition, Settings.from_env({"SLACK_API_URL": "http://127.0.0.1/api/"}))
         except DefinitionError as error:
             assert_names_file_and_field(error, path)
 

@@ -14,11 +14,18 @@ from aiohttp import web
 
 from adapters.discord import DiscordBot
 from adapters.discord.access import REFUSED_CHANNEL
-from bots.definitions import parse_definition
-from bots.discord_wiring import build_discord_bot, discord_config, point_discord_py
+from adapters.discord.platform import (
+    DEFAULT_DISCORD_API_URL,
+    DEFAULT_DISCORD_GATEWAY_URL,
+    discord_config,
+    point_discord_py,
+)
+from bots.definitions import BotDefinition, parse_definition
+from bots.platforms import build_runtime
 from bots.services import Services
-from bots.settings import DEFAULT_DISCORD_API_URL, DEFAULT_DISCORD_GATEWAY_URL, Settings
+from bots.settings import Settings
 from core.errors import DefinitionError
+from core.platform import TableContext
 from core.redis_keys import RedisKeys
 from tests.adapters.discord.conftest import ALICE, BOT_CHAT, GENERAL, WAIT_S, BotStarter, mention
 from tests.conftest import TEST_API_KEY, redis_url
@@ -26,6 +33,11 @@ from tests.fakes.chat_api import Behaviour, FakeChatAPI
 from tests.fakes.discord_api import FakeDiscord
 
 TOKEN = "wired-token"
+
+
+def table_of(definition: BotDefinition) -> TableContext:
+    """What the Discord platform's `configure` reads of a definition."""
+    return TableContext(file=str(definition.file), bot=definition.name, table=definition.platform_settings)
 DEFINITION = """
 name = "helper"
 platform = "discord"
@@ -55,7 +67,7 @@ def discord_py_defaults() -> Iterator[None]:
 def config_error(extra: str) -> DefinitionError:
     definition = parse_definition(Path("bot.toml"), HEADER + extra, {})
     with pytest.raises(DefinitionError) as raised:
-        discord_config(definition)
+        discord_config(table_of(definition))
     return raised.value
 
 
@@ -81,7 +93,7 @@ shard_count = 4
 shard_ids = [2, 3]
 edit_interval_s = 2
 """, {})
-        config = discord_config(definition)
+        config = discord_config(table_of(definition))
         assert config.token == "t" and config.guild_ids == (2000, 2001)
         assert config.access.allowed_users == {5000} and config.access.denied_users == {6000}
         assert config.access.allowed_roles == {4000} and config.access.denied_roles == {4001}
@@ -94,7 +106,7 @@ edit_interval_s = 2
 
     def test_defaults(self) -> None:
         """Only a token: DMs allowed, global commands, no sharding, 1.2 s between edits per channel."""
-        config = discord_config(parse_definition(Path("bot.toml"), HEADER, {}))
+        config = discord_config(table_of(parse_definition(Path("bot.toml"), HEADER, {})))
         assert config.access.allow_dms and config.guild_ids == () and config.shard_count is None
         assert config.edit_interval_s == 1.2 and not config.footer.show_model and config.footer.show_fallback
         assert config.syncs_commands
@@ -121,14 +133,14 @@ edit_interval_s = 2
         """bots/discord-example.toml.example parses and validates, and its token stays out of repr."""
         example = Path(__file__).resolve().parents[3] / "bots" / "discord-example.toml.example"
         definition = parse_definition(example, example.read_text(encoding="utf-8"), {"DISCORD_TOKEN": "s3cret"})
-        config = discord_config(definition)
+        config = discord_config(table_of(definition))
         assert config.token == "s3cret" and "s3cret" not in repr(config)
 
     def test_empty_token(self) -> None:
         """A blank token is an error on discord.token."""
         definition = parse_definition(Path("bot.toml"), HEADER.replace('token = "t"', 'token = " "'), {})
         with pytest.raises(DefinitionError) as raised:
-            discord_config(definition)
+            discord_config(table_of(definition))
         assert raised.value.field == "discord.token"
 
 
@@ -156,7 +168,7 @@ class TestUrls:
                 "DISCORD_GATEWAY_URL": fake.gateway_url,
             })
             async with Services(settings) as services:
-                bot = build_discord_bot(definition, services.engine(definition.profile), services,
+                bot = build_runtime(definition, services.engine(definition.profile), services,
                                         web.Application())
                 assert isinstance(bot, DiscordBot) and bot.name == "helper"
                 assert discord.http.Route.BASE == fake.api_base

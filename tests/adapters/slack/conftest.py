@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -178,6 +177,3 @@ def slack_rig(make_engine: EngineFactory, redis: Redis, keys: RedisKeys) -> RigF
 
     return build
 
-
-def elapsed_since(start: float) -> float:
-    return time.monotonic() - start

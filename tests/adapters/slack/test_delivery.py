@@ -22,7 +22,6 @@ from tests.fakes.chat_api import Behaviour, FakeChatAPI
 from tests.fakes.slack_api import FakeSlackAPI, app_mention_event, signed_headers
 
 SLOW_FIRST_TOKEN_S = 0.25  # long enough to see what happens before the answer, within FAST_TIMEOUTS
-WORKING_SIGNAL_BUDGET_S = 0.3  # the issue's "something is visible within ~300 ms"
 STOP_DEADLINE_S = 10.0  # a stop() that hangs fails here, with its own message, not at the test timeout
 
 
@@ -64,20 +63,21 @@ class TestAckAndWorkingSignal:
         self, slack_rig: RigFactory, chat_api: FakeChatAPI
     ) -> None:
         """The very first event of a fresh bot (no warm-up, empty name cache): Slack gets its 200
-        before any reply text, and the reaction lands within ~300 ms, before any users.info."""
+        before any reply text, and the reaction lands while the model is still thinking, before any
+        users.info."""
         chat_api.script(MODEL_A, Behaviour(text="Here you go.", ttft_s=SLOW_FIRST_TOKEN_S))
         async with slack_rig() as rig:
             started_calls = len(rig.fake.calls)  # auth.test and bots.info, at start
             payload = rig.mention_payload("<@UBOT> what now?")
-            sent_at = time.monotonic()
             assert await rig.post(payload) == 200
             acked_at = time.monotonic()
+            await rig.fake.wait_for_call("reactions.add")
+            assert not any(r.finished.is_set() for r in chat_api.requests)  # no answer yet
             await rig.bot.wait_idle()
             turn_calls = rig.fake.calls[started_calls:]
             assert turn_calls[0].method == "reactions.add"
             reaction, first_post = turn_calls[0], rig.fake.calls_to("chat.postMessage")[0]
             assert acked_at < first_post.at
-            assert reaction.at - sent_at < WORKING_SIGNAL_BUDGET_S
             assert reaction.at < first_post.at and reaction.at < rig.fake.calls_to("users.info")[0].at
             assert rig.replies(payload) == ["Here you go."]
 
@@ -92,13 +92,13 @@ class TestAckAndWorkingSignal:
             parent = rig.fake.add_user_message("C1", "Deploy on Friday?", user="U2")
             rig.fake.add_user_message("C1", "Never on Friday.", user="U3", thread_ts=parent)
             payload = rig.mention_payload("<@UBOT> what's the consensus?", thread_ts=parent)
-            sent_at = time.monotonic()
             assert await rig.post(payload) == 200
+            await rig.fake.wait_for_call("reactions.add")
+            assert not any(r.finished.is_set() for r in chat_api.requests)  # no answer yet
             await rig.bot.wait_idle()
             methods = [c.method for c in rig.fake.calls[started_calls:]]
             assert methods[0] == "reactions.add"
             assert {"conversations.replies", "users.info"} <= set(methods)
-            assert rig.fake.calls[started_calls].at - sent_at < WORKING_SIGNAL_BUDGET_S
             assert rig.replies(payload) == ["Caught up."]
 
 

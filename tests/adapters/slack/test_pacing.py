@@ -145,13 +145,14 @@ class TestEditPacing:
         """Every post takes its channel's turn (a burst, then one a second), so a busy channel gets
         no 429; other channels are not affected."""
         clock = Clock()
-        pacing = EditPacing(posts_per_s=1.0, post_burst=3)
+        pacing = EditPacing(posts_per_s=1.0, post_burst=3, headroom=0.0)
         budget = RateBudget(redis, keys, clock=clock)
         pacer = WorkspacePacer(budget, pacing, app_id="A1", team_id="T1")
         async with asyncio.timeout(0.5):  # the clock stands still: any wait would be a real second
             for _ in range(3):
                 await pacer.wait_to_post("C1")
         assert await budget.reserve("slack:A1:T1:chat.postMessage:C1", pacing.post_bucket()) == pytest.approx(1.0)
+        assert EditPacing().post_bucket().refill_per_s < 1.0, "by default posts keep under Slack's rate"
         assert await budget.reserve("slack:A1:T1:chat.postMessage:C2", pacing.post_bucket()) == 0.0
 
     async def test_edits_are_allocated_not_queued(self, redis: Redis, keys: RedisKeys) -> None:

@@ -19,6 +19,7 @@ from tests.fakes.slack_api import DEFAULT_POST_LIMIT, FakeSlackAPI, signed_heade
 
 TIME_SCALE = 20.0  # Slack's minute in 3 s
 UPDATE_LIMIT = 50  # chat.update, reactions: Tier 3, per minute per workspace
+LOOKUP_LIMIT = 100  # users.info: Tier 4
 # The issue's bursts: 50 and 200 mentions at once, each in its own channel of one workspace.
 BURSTS = (50, 200)
 DEADLINE_S = 40.0
@@ -29,7 +30,7 @@ MASS_MENTIONS = ("<!channel>", "<!here>", "<!everyone>", "<!subteam^S0123>", "<@
 
 def load_fake() -> FakeSlackAPI:
     return FakeSlackAPI(rate_limits={"chat.update": UPDATE_LIMIT, "reactions.add": UPDATE_LIMIT,
-                                     "reactions.remove": UPDATE_LIMIT},
+                                     "reactions.remove": UPDATE_LIMIT, "users.info": LOOKUP_LIMIT},
                         post_limit=DEFAULT_POST_LIMIT, clock=lambda: time.monotonic() * TIME_SCALE)
 
 
@@ -56,7 +57,9 @@ class TestBurst:
         pacing = load_pacing()
         async with fake, slack_rig(fake=fake, engine=patient_engine, pacing=pacing,
                                    min_edit_interval_s=1.0 / TIME_SCALE) as rig:
-            payloads = [rig.mention_payload(f"<@UBOT> question {n}", channel=f"C{n:03d}") for n in range(burst)]
+            # Each asker is new to the bot: their names are looked up within users.info's budget.
+            payloads = [rig.mention_payload(f"<@UBOT> question {n}", channel=f"C{n:03d}", user=f"U{n:03d}")
+                        for n in range(burst)]
             assert await asyncio.gather(*(rig.post(p) for p in payloads)) == [200] * burst
             async with asyncio.timeout(DEADLINE_S):
                 await chat_api.wait_for_requests(burst, timeout=DEADLINE_S)

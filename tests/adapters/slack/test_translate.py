@@ -148,13 +148,12 @@ class TestThreadToSeed:
         assert thread_to_seed(thread, ME, before_ts="1.000500", names={}, limit=1) == [
             ChatMessage("user", "why?", name="U3")]
 
-    def test_nothing_before_a_reset(self) -> None:
-        """A thread reset by `reset` is seeded only from what was said after the bot confirmed it."""
+    def test_the_bots_words_are_not_interpreted(self) -> None:
+        """Seeding never reads meaning into the bot's own messages (such as its reset confirmation):
+        a thread a user reset is not seeded at all, by the engine's reset marker."""
         thread: list[ThreadMessage] = [
             {"ts": "1.000100", "user": "U2", "text": "the code is 42"},
-            {"ts": "1.000200", "user": "U2", "text": "<@UBOT> reset"},
             {"ts": "1.000300", "user": "UBOT", "bot_id": "BBOT", "text": RESET_REPLY},
-            {"ts": "1.000400", "user": "U2", "text": "new topic"},
         ]
         assert thread_to_seed(thread, ME, before_ts="1.000500", names={}, limit=50) == [
-            ChatMessage("user", "new topic", name="U2")]
+            ChatMessage("user", "the code is 42", name="U2"), ChatMessage("assistant", RESET_REPLY)]

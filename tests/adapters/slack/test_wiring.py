@@ -13,14 +13,15 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.slack import SlackBot, SlackBotConfig
-from bots.definitions import parse_definition
+from adapters.slack.platform import slack_config
+from bots.definitions import BotDefinition, parse_definition
 from bots.metrics import Metrics
 from bots.platforms import build_runtime
 from bots.runner import HealthServer
 from bots.services import Services
 from bots.settings import DEFAULT_BOTS_DIR, Settings
-from bots.slack_wiring import slack_config
 from core.errors import DefinitionError, PlatformError
+from core.platform import TableContext
 from core.rate_budget import RateBudget
 from core.redis_keys import RedisKeys
 from tests.adapters.slack.conftest import MODEL_A
@@ -29,6 +30,12 @@ from tests.fakes.chat_api import Behaviour, FakeChatAPI
 from tests.fakes.slack_api import FakeSlackAPI, app_mention_event, signed_headers
 
 SECRET = "helpdesk-signing-secret"
+
+
+def table_of(definition: BotDefinition, api_url: str) -> TableContext:
+    """What the Slack platform's `configure` reads of a definition, with SLACK_API_URL set."""
+    return TableContext(file=str(definition.file), bot=definition.name, table=definition.platform_settings,
+                        settings={"SLACK_API_URL": api_url})
 DEFINITION = """
 name = "helpdesk"
 platform = "slack"
@@ -147,7 +154,7 @@ class TestSlackTable:
         """Each mistake is a DefinitionError on its own field."""
         definition = parse_definition(Path("bots/bad.toml"), definition_text(**slack), {})
         with pytest.raises(DefinitionError) as raised:
-            slack_config(definition, "http://slack.test/api/")
+            slack_config(table_of(definition, "http://slack.test/api/"))
         assert raised.value.file == "bots/bad.toml" and raised.value.field == field
         assert expected in raised.value.problem
 
@@ -155,15 +162,15 @@ class TestSlackTable:
         """Every setting reaches SlackBotConfig; SLACK_API_URL is the Web API base."""
         text = definition_text(bot_token="xoxb-1", app_token="xapp-1", require_mention=True, streaming="native",
                                edits_per_minute=20)
-        config = slack_config(parse_definition(Path("b.toml"), text, {}), "http://127.0.0.1:9/api/")
+        config = slack_config(table_of(parse_definition(Path("b.toml"), text, {}), "http://127.0.0.1:9/api/"))
         assert (config.socket_mode, config.require_mention, config.streaming) == (True, True, "native")
         assert (config.pacing.per_window, config.api_url) == (20, "http://127.0.0.1:9/api/")
 
     def test_api_url_gets_its_trailing_slash(self) -> None:
         """SLACK_API_URL without the final "/" still names the API base (slack-sdk appends method names)."""
         settings = Settings.from_env({"SLACK_API_URL": "http://127.0.0.1:9/api"})
-        assert settings.slack_api_url == "http://127.0.0.1:9/api/"
-        assert Settings.from_env({}).slack_api_url == "https://slack.com/api/"
+        assert settings.platform_settings["SLACK_API_URL"] == "http://127.0.0.1:9/api/"
+        assert Settings.from_env({}).platform_settings["SLACK_API_URL"] == "https://slack.com/api/"
 
     def test_repr_hides_the_secrets(self) -> None:
         """A config printed in a log line or a traceback shows no token or signing secret."""
@@ -176,7 +183,7 @@ class TestSlackTable:
         """bots/slack-example.toml.example, with its variables set, passes these checks (HTTP mode)."""
         example = (DEFAULT_BOTS_DIR / "slack-example.toml.example").read_text(encoding="utf-8")
         env = {"SLACK_BOT_TOKEN": "xoxb-123", "SLACK_SIGNING_SECRET": "abc123"}
-        config = slack_config(parse_definition(Path("support.toml"), example, env), "https://slack.com/api/")
+        config = slack_config(table_of(parse_definition(Path("support.toml"), example, env), "https://slack.com/api/"))
         assert not config.socket_mode and config.signing_secret == "abc123"
 
 

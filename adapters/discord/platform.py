@@ -1,13 +1,15 @@
-"""Turns a `platform = "discord"` definition into a running `DiscordBot`.
+"""The Discord platform as the composition root sees it: `DISCORD`, its `PlatformSpec`.
 
 Validates the `[discord]` table (each error names the file, the field and what was expected) into a
-`DiscordConfig`, and points discord.py at DISCORD_API_URL / DISCORD_GATEWAY_URL when they are not
-Discord's own (a fake server in tests, a proxy). Those two are class attributes of discord.py, so
-they are process-wide: every Discord bot of the process talks to the same Discord.
+`DiscordConfig`, builds a `DiscordBot`, and points discord.py at DISCORD_API_URL /
+DISCORD_GATEWAY_URL when they are not Discord's own (a fake server in tests, a proxy). Those two are
+class attributes of discord.py, so they are process-wide: every Discord bot of the process talks to
+the same Discord. `check` proves a token with `GET /users/@me`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -19,22 +21,28 @@ import discord.voice_client
 import httpx
 import structlog
 import yarl
-from aiohttp import web
 
-from adapters.discord import DiscordBot, DiscordConfig, FooterSettings
 from adapters.discord.access import AccessPolicy
-from adapters.discord.config import DISCORD_MIN_EDIT_INTERVAL_S, DISCORD_STOP_GRACE_S
-from bots.definitions import BotDefinition, Problems
-from bots.instrumentation import add_discord_call_counter
-from bots.metrics import Metrics
-from bots.services import Services
-from bots.settings import DEFAULT_DISCORD_API_URL, DEFAULT_DISCORD_GATEWAY_URL
-from core.engine import ConversationEngine
-from core.errors import DefinitionError
+from adapters.discord.bot import DiscordBot
+from adapters.discord.calls import add_discord_call_counter
+from adapters.discord.config import (
+    DISCORD_MIN_EDIT_INTERVAL_S,
+    DISCORD_STOP_GRACE_S,
+    DiscordConfig,
+    FooterSettings,
+)
+from adapters.discord.translate import PLATFORM
+from core.errors import DefinitionError, Problems
 from core.message_index import MessageIndex
+from core.platform import CheckLine, PlatformSetting, PlatformSpec, ProbeContext, RuntimeContext, TableContext
 from core.ports import BotRuntime
 
 log = structlog.get_logger(__name__)
+
+DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
+DEFAULT_DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
+API_URL_SETTING = "DISCORD_API_URL"
+GATEWAY_URL_SETTING = "DISCORD_GATEWAY_URL"
 
 ID_LIST_FIELDS = (
     "guild_ids", "allowed_users", "denied_users", "allowed_roles", "denied_roles",
@@ -112,11 +120,10 @@ def _edit_interval(file: str, table: Mapping[str, Any]) -> float:
     return float(value)
 
 
-def discord_config(definition: BotDefinition) -> DiscordConfig:
+def discord_config(context: TableContext) -> DiscordConfig:
     """The `[discord]` table as a `DiscordConfig`. Raises `DefinitionError` naming the field (an
     `InvalidDefinition` listing each when there are several mistakes)."""
-    file = str(definition.file)
-    table = definition.platform_settings
+    file, table = context.file, context.table
     problems = Problems()
     for key in sorted(set(table) - DISCORD_FIELDS):
         problems.add(DefinitionError(file, f"discord.{key}",
@@ -171,23 +178,21 @@ def discord_stop_grace_s(shutdown_grace_s: float) -> float:
     return max(0.0, shutdown_grace_s - min(DISCORD_STOP_GRACE_S, shutdown_grace_s / 2))
 
 
-def build_discord_bot(
-    definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application,
-    metrics: Metrics | None = None,
-) -> BotRuntime:
-    """A `DiscordBot` for `definition`. `web_app` is unused: Discord needs no HTTP routes (the gateway
-    is an outgoing websocket). Its stop fits SHUTDOWN_GRACE_S; with `metrics`, its REST calls are
-    counted by route."""
-    grace = services.settings.shutdown_grace_s
-    config = replace(discord_config(definition), stop_grace_s=discord_stop_grace_s(grace))
-    point_discord_py(services.settings.discord_api_url, services.settings.discord_gateway_url)
-    index = MessageIndex(services.redis, services.keys, ttl_s=definition.profile.history.ttl_s,
-                         circuit=services.circuit)
-    bot = RestartableDiscordBot(engine, config, index=index, coordination=services.coordination,
+def build_discord_bot(context: RuntimeContext, config: DiscordConfig) -> BotRuntime:
+    """A `DiscordBot` for one definition; it needs no HTTP route (the gateway is an outgoing
+    websocket). Its stop fits SHUTDOWN_GRACE_S; with `context.calls`, its REST calls are counted by
+    route."""
+    grace = context.shutdown_grace_s
+    config = replace(config, stop_grace_s=discord_stop_grace_s(grace))
+    point_discord_py(context.settings.get(API_URL_SETTING) or DEFAULT_DISCORD_API_URL,
+                     context.settings.get(GATEWAY_URL_SETTING) or DEFAULT_DISCORD_GATEWAY_URL)
+    index = MessageIndex(context.redis, context.keys, ttl_s=context.engine.profile.history.ttl_s,
+                         circuit=context.circuit)
+    bot = RestartableDiscordBot(context.engine, config, index=index, coordination=context.coordination,
                                 stop_budget_s=grace)
     trace = bot.client.http.http_trace
-    if metrics is not None and trace is not None:
-        add_discord_call_counter(trace, metrics, definition.name)
+    if context.calls is not None and trace is not None:
+        add_discord_call_counter(trace, context.calls, context.bot)
     return bot
 
 
@@ -220,3 +225,27 @@ async def probe_discord(api_url: str, token: str) -> str | None:
     if response.status_code != 200:
         return f"GET /users/@me answered HTTP {response.status_code}"
     return None
+
+
+async def check_discord(config: DiscordConfig, context: ProbeContext) -> list[CheckLine]:
+    """`check`'s line for one Discord bot: whether Discord accepts its token."""
+    api_url = context.settings.get(API_URL_SETTING) or DEFAULT_DISCORD_API_URL
+    refused: str | None
+    try:
+        refused = await asyncio.wait_for(probe_discord(api_url, config.token), context.timeout_s)
+    except TimeoutError:
+        refused = f"Discord did not answer within {context.timeout_s:g} s; check {API_URL_SETTING}"
+    return [CheckLine(refused is None, "Discord accepted the token (GET /users/@me)" if refused is None
+                      else refused)]
+
+
+DISCORD: PlatformSpec[DiscordConfig] = PlatformSpec(
+    name=PLATFORM,
+    configure=discord_config,
+    build=build_discord_bot,
+    credential_fields=("token",),
+    required_credentials=("token",),
+    settings=(PlatformSetting(API_URL_SETTING, DEFAULT_DISCORD_API_URL),
+              PlatformSetting(GATEWAY_URL_SETTING, DEFAULT_DISCORD_GATEWAY_URL)),
+    probe=check_discord,
+)

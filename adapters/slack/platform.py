@@ -1,40 +1,46 @@
-"""Turns a `platform = "slack"` definition into a running `SlackBot`: validates the `[slack]` table,
-points every Slack client at `SLACK_API_URL`, shares the process's Redis budget, and registers the
-HTTP-mode route on the shared server."""
+"""The Slack platform as the composition root sees it: `SLACK`, its `PlatformSpec`.
+
+Validates a definition's `[slack]` table into a `SlackBotConfig` (each error names the file and
+`slack.<field>`), builds a `SlackBot` that shares the process's Redis rate budget and registers its
+HTTP-mode route on the shared server, and proves a bot's tokens for `lunos-bots check`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import EditPacing, SlackBot, SlackBotConfig
-from adapters.slack.bot import CLEANUP_GRACE_S
-from adapters.slack.pacing import SLACK_TIER3_PER_MINUTE
+from adapters.slack.bot import CLEANUP_GRACE_S, DEFAULT_SLACK_API_URL, SlackBot, SlackBotConfig
+from adapters.slack.calls import SlackCallCounter
+from adapters.slack.pacing import SLACK_TIER3_PER_MINUTE, EditPacing
 from adapters.slack.sink import NETWORK_ERRORS, error_code
 from adapters.slack.socket_mode import PROBE_TIMEOUT_S, open_socket_url
-from bots.definitions import BotDefinition, Problems
-from bots.instrumentation import SlackCallCounter
-from bots.metrics import Metrics
-from bots.services import Services
-from core.engine import ConversationEngine
-from core.errors import DefinitionError, PlatformError
-from core.ports import BotRuntime
+from adapters.slack.translate import PLATFORM
+from core.errors import DefinitionError, PlatformError, Problems
+from core.platform import CheckLine, PlatformSetting, PlatformSpec, ProbeContext, RuntimeContext, TableContext
+from core.ports import BotRuntime, PlatformCallObserver
 from core.rate_budget import RateBudget
 
+API_URL_SETTING = "SLACK_API_URL"
 SLACK_FIELDS = frozenset({"bot_token", "signing_secret", "app_token", "require_mention", "streaming",
                           "edits_per_minute"})
 STREAMING_MODES = ("edits", "native")
 
 
-def slack_config(definition: BotDefinition, api_url: str) -> SlackBotConfig:
+def with_trailing_slash(url: str) -> str:
+    """slack-sdk joins the method name straight onto its base URL: `…/api` + `chat.postMessage`
+    would call `…/apichat.postMessage`."""
+    return url if url.endswith("/") else url + "/"
+
+
+def slack_config(context: TableContext) -> SlackBotConfig:
     """The `[slack]` table, checked. Raises `DefinitionError` naming the file and `slack.<field>`
     (an `InvalidDefinition` listing each when there are several mistakes)."""
-    file = str(definition.file)
-    table: Mapping[str, Any] = definition.platform_settings
+    file, table = context.file, context.table
     problems = Problems()
     for key in sorted(set(table) - SLACK_FIELDS):
         problems.add(DefinitionError(file, f"slack.{key}",
@@ -62,6 +68,7 @@ def slack_config(definition: BotDefinition, api_url: str) -> SlackBotConfig:
                                      f"expected an integer of at least 2, got {per_minute!r}"))
     problems.raise_if_any()
     assert bot_token  # for mypy: a missing one was recorded above
+    api_url = context.settings.get(API_URL_SETTING) or DEFAULT_SLACK_API_URL
     return SlackBotConfig(
         bot_token=bot_token, signing_secret=signing_secret, app_token=app_token, api_url=api_url,
         require_mention=bool(require_mention), streaming=streaming,
@@ -76,19 +83,19 @@ class ProvenSlackBot(SlackBot):
     that never returns); one call of our own turns it into a start failure naming the token, which
     the runner reports and retries with backoff like any other.
 
-    With `metrics`, every Web API call of its clients is counted by method (`SlackCallCounter`)."""
+    With `calls`, every Web API call of its clients is counted by method (`SlackCallCounter`)."""
 
-    def __init__(self, *args: Any, metrics: Metrics | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, calls: PlatformCallObserver | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._metrics = metrics
+        self._calls = calls
 
     async def start(self) -> None:
         config = self.config
         if config.app_token:
             await open_socket_url(config.api_url, config.app_token, bot=self.name)
         await super().start()
-        if self._metrics is not None:
-            counter = SlackCallCounter(self._metrics, self.name)
+        if self._calls is not None:
+            counter = SlackCallCounter(self._calls, self.name)
             for client in (self._client, self._signal_client):
                 if client is not None and counter not in client.retry_handlers:
                     client.retry_handlers.insert(0, counter)  # first: it sees every response
@@ -110,7 +117,8 @@ async def probe_slack(config: SlackBotConfig, *, bot: str) -> list[str]:
     except SlackApiError as exc:
         problems.append(f"bot_token rejected by auth.test ({error_code(exc)}); check [slack].bot_token")
     except NETWORK_ERRORS as exc:
-        problems.append(f"Slack API unreachable at {config.api_url} ({error_code(exc)}); check SLACK_API_URL")
+        problems.append(f"Slack API unreachable at {config.api_url} ({error_code(exc)}); "
+                        f"check {API_URL_SETTING}")
         return problems
     if config.app_token:
         try:
@@ -120,22 +128,32 @@ async def probe_slack(config: SlackBotConfig, *, bot: str) -> list[str]:
     return problems
 
 
+async def check_slack(config: SlackBotConfig, context: ProbeContext) -> list[CheckLine]:
+    """`check`'s lines for one Slack bot: one per problem, or one saying which calls accepted it."""
+    try:
+        problems = await asyncio.wait_for(probe_slack(config, bot=context.bot), context.timeout_s)
+    except TimeoutError:
+        problems = [f"Slack did not answer within {context.timeout_s:g} s; check {API_URL_SETTING}"]
+    if problems:
+        return [CheckLine(False, problem) for problem in problems]
+    proved = "auth.test" + (" and apps.connections.open (Socket Mode)" if config.app_token else "")
+    return [CheckLine(True, f"Slack accepted the tokens ({proved})")]
+
+
 def slack_stop_grace_s(shutdown_grace_s: float) -> float:
     """How long a Slack bot lets replies finish at SIGTERM, so that the clean-up after it still ends
     within SHUTDOWN_GRACE_S."""
     return max(0.0, shutdown_grace_s - CLEANUP_GRACE_S)
 
 
-def build_slack_bot(
-    definition: BotDefinition, engine: ConversationEngine, services: Services, web_app: web.Application,
-    metrics: Metrics | None = None,
-) -> BotRuntime:
-    config = slack_config(definition, services.settings.slack_api_url)
-    budget = RateBudget(services.redis, services.keys, circuit=services.circuit)
-    bot = ProvenSlackBot(engine, config, budget=budget,
-                         stop_grace_s=slack_stop_grace_s(services.settings.shutdown_grace_s), metrics=metrics)
+def build_slack_bot(context: RuntimeContext, config: SlackBotConfig) -> BotRuntime:
+    """A `SlackBot` on the process's shared rate budget; in HTTP mode its events route is added to
+    the shared server. Its stop fits SHUTDOWN_GRACE_S."""
+    budget = RateBudget(context.redis, context.keys, circuit=context.circuit)
+    bot = ProvenSlackBot(context.engine, config, budget=budget,
+                         stop_grace_s=slack_stop_grace_s(context.shutdown_grace_s), calls=context.calls)
     if not config.socket_mode:
-        bot.register_routes(web_app)
+        context.add_route("POST", bot.events_path, bot.handle_http)
     return bot
 
 
@@ -155,3 +173,14 @@ def _token(file: str, table: Mapping[str, Any], key: str, prefix: str) -> str | 
     if not value.startswith(prefix):
         raise DefinitionError(file, f"slack.{key}", f"expected a token starting {prefix}…")
     return value
+
+
+SLACK: PlatformSpec[SlackBotConfig] = PlatformSpec(
+    name=PLATFORM,
+    configure=slack_config,
+    build=build_slack_bot,
+    credential_fields=("bot_token", "signing_secret", "app_token"),
+    required_credentials=("bot_token",),
+    settings=(PlatformSetting(API_URL_SETTING, DEFAULT_SLACK_API_URL, with_trailing_slash),),
+    probe=check_slack,
+)
