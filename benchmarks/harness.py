@@ -108,7 +108,7 @@ def conversation(name: str) -> ConversationKey:
 def incoming(conv: ConversationKey, text: str) -> IncomingMessage:
     return IncomingMessage(
         bot=BOT, platform="bench", conversation=conv, author=Author("u1", "alice"), text=text,
-        message_id=uuid.uuid4().hex, event_id=uuid.uuid4().hex, received_at=time.time(),
+        event_id=uuid.uuid4().hex, received_at=time.time(),
     )
 
 

@@ -105,3 +105,42 @@ def render_table(rows: Sequence[Row]) -> str:
         out += ["", "Targets (not asserted; a MISS is reported, the run still succeeds):"]
         out.extend(f"  {t.constant}: {t.text} — {t.reason}" for t in targets.values())
     return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One line of a process-level table: what was measured, its value, the target, and whether
+    the value meets it (None: no target, reported for information)."""
+
+    name: str
+    value: str
+    target: str = "-"
+    met: bool | None = None
+
+
+def render_measures(title: str, measures: Sequence[Measure], notes: Sequence[str] = ()) -> str:
+    """A table with columns value / target / met, then its notes."""
+    headers = ("measure", "value", "target", "met")
+    cells = [(m.name, m.value, m.target, "-" if m.met is None else ("yes" if m.met else "NO"))
+             for m in measures]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    out = [title, "", line(headers), line(["-" * w for w in widths])]
+    out.extend(line(c) for c in cells)
+    if notes:
+        out += ["", *(f"- {n}" for n in notes)]
+    return "\n".join(out)
+
+
+def render_measures_markdown(title: str, measures: Sequence[Measure], notes: Sequence[str] = ()) -> str:
+    """The same table in Markdown, for docs/benchmarks.md."""
+    out = [f"### {title}", "", "| measure | value | target | met |", "| --- | --- | --- | --- |"]
+    for m in measures:
+        met = "–" if m.met is None else ("yes" if m.met else "**no**")
+        out.append(f"| {m.name} | {m.value} | {m.target} | {met} |")
+    if notes:
+        out += ["", *(f"- {n}" for n in notes)]
+    return "\n".join(out)

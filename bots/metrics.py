@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from core.redis_circuit import RedisCircuit
+from core.write_behind import WriteBehind
 
 LATENCY_BUCKETS_S = (0.5, 1, 2, 5, 10, 20, 40, 60, 120, 180)  # whole replies, up to the total deadline
 # First token and first visible text: a model answers in 0.3–3 s, a slow one or a fallback in up to
@@ -30,6 +31,7 @@ EXPORTED = frozenset({
     "lunos_chat_api_errors_total", "lunos_platform_calls_total", "lunos_platform_rate_limited_total",
     "lunos_tokens_total", "lunos_limit_refusals_total", "lunos_redis_errors_total",
     "lunos_redis_circuit_open", "lunos_replies_in_flight", "lunos_journal_replies_total",
+    "lunos_write_behind_waiting", "lunos_write_behind_dropped_total",
 })
 
 
@@ -38,8 +40,18 @@ class _RedisCollector(Collector):
 
     def __init__(self) -> None:
         self.circuit: RedisCircuit | None = None
+        self.write_behind: WriteBehind | None = None
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        buffer = self.write_behind
+        waiting = GaugeMetricFamily("lunos_write_behind_waiting",
+                                    "Writes (history appends, usage counts) waiting for Redis to answer")
+        waiting.add_metric([], float(len(buffer)) if buffer is not None else 0.0)
+        yield waiting
+        dropped = CounterMetricFamily("lunos_write_behind_dropped",
+                                      "Writes lost because Redis stayed down past the buffer's bound")
+        dropped.add_metric([], float(buffer.dropped) if buffer is not None else 0.0)
+        yield dropped
         circuit = self.circuit
         errors = CounterMetricFamily("lunos_redis_errors", "Redis calls that failed (each opens the circuit)")
         errors.add_metric([], float(getattr(circuit, "failures", 0)))
@@ -94,6 +106,10 @@ class Metrics:
             ["bot", "outcome"], registry=r)
         self._redis = _RedisCollector()
         r.register(self._redis)
+
+    def watch_write_behind(self, buffer: WriteBehind) -> None:
+        """Report the writes a Redis outage holds back, and those it cost."""
+        self._redis.write_behind = buffer
 
     def watch_redis(self, circuit: RedisCircuit) -> None:
         """Report the errors and state of the circuit every Redis store of the process shares."""

@@ -196,6 +196,7 @@ class HealthServer:
         self._supervisors: list[BotSupervisor] = []
         self._runner: web.AppRunner | None = None
         metrics.watch_redis(services.circuit)
+        metrics.watch_write_behind(services.write_behind)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics_view)

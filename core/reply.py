@@ -52,6 +52,7 @@ class ReplyStream:
         self.final_failed = False  # a final state did not land: the journal finishes the reply
         self.taken_over = False  # another process claimed this reply in the journal
         self._final_recorded: asyncio.Task[None] | None = None  # the journal write of the final text
+        self._journal_opened: asyncio.Task[None] | None = None
         self._clock = clock
         self._renderer = StreamRenderer(sink.limits)
         self._queue: deque[Operation] = deque()
@@ -97,7 +98,9 @@ class ReplyStream:
             log.warning("reply.start_failed", error=repr(exc))
         if self._sink.limits is not self._renderer.limits:
             self._renderer.adopt_limits(self._sink.limits)  # the sink chose how this reply grows
-        await self._open_journal()
+        # Off the model request's path: the worker waits for it before the first platform call,
+        # so the journal knows the reply before anything of it is shown.
+        self._journal_opened = asyncio.create_task(self._open_journal(), name="reply-journal-open")
         self._enqueue(self._renderer.start(self._clock()))
 
     async def push(self, delta: str) -> None:
@@ -123,9 +126,11 @@ class ReplyStream:
             self._timer.cancel()
             self._timer = None
         self._enqueue(self._renderer.finish(self._clock(), note))
-        if self._entry is not None:
-            self._entry.final = [segment.text for segment in self._renderer.segments]
-            self._final_recorded = self._write_journal()
+        if self._journal is not None:
+            final = [segment.text for segment in self._renderer.segments]
+            self._final_recorded = asyncio.create_task(self._record_final(final), name="reply-journal-final")
+            self._journal_writes.add(self._final_recorded)
+            self._final_recorded.add_done_callback(self._journal_writes.discard)
         self._closing = True
         self._wake.set()
 
@@ -171,6 +176,15 @@ class ReplyStream:
             if await self._journal.record(self._entry) is False:
                 self._taken_over()
                 return
+
+    async def _record_final(self, final: list[str]) -> None:
+        if self._journal_opened is not None:
+            await asyncio.shield(self._journal_opened)
+        if self._journal is None or self._entry is None:
+            return
+        self._entry.final = final
+        if await self._journal.record(self._entry) is False:
+            self._taken_over()
 
     def _write_journal(self) -> asyncio.Task[None] | None:
         """Record the entry now, without holding the reply up (posts and the final text)."""
@@ -251,6 +265,8 @@ class ReplyStream:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            if self._journal_opened is not None:
+                await asyncio.shield(self._journal_opened)
             self._wake.clear()
             while self._queue:
                 op = self._next_operation()

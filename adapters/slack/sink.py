@@ -236,14 +236,18 @@ class SlackReplySink:
         # The reaction's turn in the budget is taken here, so its call goes out before anything the
         # engine asks of Slack next (reading a thread to seed); the call itself runs in the
         # background, because the model request should not wait for its round trip.
+        # The reaction's turn and the edit admission are two budgets: asked for at once.
         target = self._target
         status_first = (target.assistant_thread and target.thread_ts is not None
                         and self._statuses.worth_trying(target.channel, target.thread_ts))
-        turn = None if status_first else await self._reaction_turn()
+        turn, admitted = await asyncio.gather(
+            _none() if status_first else self._reaction_turn(),
+            _false() if self._native else self._pacer.admit_edits("chat.update", self._holder),
+        )
         self._signal = asyncio.create_task(self._show_working(status_first, turn),
                                            name="slack-working-signal")
         if not self._native:
-            self._admitted = await self._pacer.admit_edits("chat.update", self._holder)
+            self._admitted = admitted
             if not self._admitted:
                 self._limits = post_limits()
                 log.info("slack.reply_by_posts", reason="workspace edit budget allocated")
@@ -497,3 +501,11 @@ class SlackReplySink:
             await self._client.chat_stopStream(channel=self._target.channel, ts=ts)
         except (SlackApiError, *NETWORK_ERRORS) as exc:
             log.info("slack.stream_stop_failed", error=error_code(exc))
+
+
+async def _none() -> None:
+    return None
+
+
+async def _false() -> bool:
+    return False

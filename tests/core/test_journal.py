@@ -223,6 +223,8 @@ class TestOwners:
         reply = ReplyStream(sink, journal=owner, bot=BOT)
         await reply.open()
         await reply.push("slow owner")
+        async with asyncio.timeout(5):
+            await sink.first_text.wait()  # posted, so the journal has the reply (it is opened first)
         clock.now += LEASE_S
         finaliser = PlatformFinaliser(sink)
         assert await JournalSweeper(journal(redis, keys, clock), {BOT: finaliser}).sweep() == 1
