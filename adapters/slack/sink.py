@@ -63,9 +63,12 @@ STREAMING_INDICATOR = " ▍"  # shows the answer is still growing; gone from the
 # the channel's ~1/s turn).
 FIRST_CHUNK_AFTER_S = 0.0
 POST_CHUNK_INTERVAL_S = 2.0
-# Slack turns `<!here>`, `<!channel>`, `<!everyone>`, `<!subteam^ID>` and `<@U…>` into notifications,
-# in `text` and in `markdown_text` alike ("Formatting text for app surfaces": special mentions and
-# user mentions are written `<!…>`/`<@…>`; https://api.slack.com/reference/surfaces/formatting).
+# Slack turns `<!here>`, `<!channel>`, `<!everyone>`, `<!subteam^ID>` and `<@U…>` into notifications.
+# "Formatting message text" (https://docs.slack.dev/messaging/formatting-message-text/): `&`, `<` and
+# `>` are control characters for special parsing, and user, user-group and special mentions are
+# written `<@…>`/`<!subteam^…>`/`<!here>`. `markdown_text` is posted as a markdown block
+# (https://docs.slack.dev/reference/block-kit/blocks/markdown-block), standard Markdown; nothing
+# there says those `<…>` forms are left inert, so they are neutralised there too.
 # The bot's text is the model's, which anyone can steer, so each such token is broken by a zero-width
 # space after the `<` (or after `&lt;`, should Slack decode entities first): it reads the same and
 # notifies no one. Only what follows the `<` decides, so a growing text keeps its earlier form as a
