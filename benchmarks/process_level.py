@@ -55,7 +55,7 @@ NEXT_TURN_SLACK_DELAY_S = 3.0  # "Slack slow": every chat.update answered this l
 ANSWER_CHARS = 800  # 100 chunks: a 4-second answer, several edits long, one message on both platforms
 ANSWER = ("Streaming answers into chat threads, paced to what each platform allows. " * 20)[:ANSWER_CHARS]
 SLACK_SIGNING_SECRET = "bench-signing-secret-0123456789"
-SLACK_BOT_TOKEN = "xoxb-bench-0123456789"
+SLACK_BOT_TOKEN = "xoxb-bench"  # a fake token for the fake Slack (short: nothing like a real one)
 DISCORD_TOKEN = "bench.discord.token-0123456789"
 DISCORD_BOT_ID = "1000"
 # Slack's published limits, per app per workspace per minute, as the fake enforces them.

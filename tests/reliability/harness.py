@@ -41,7 +41,7 @@ from tests.fakes.slack_api import FakeSlackAPI, app_mention_event, signed_header
 from tests.reliability.invariants import Sent
 
 API_KEY = "sk-reliability-0123456789abcdef"
-SLACK_BOT_TOKEN = "xoxb-reliability-0123456789"
+SLACK_BOT_TOKEN = "xoxb-rel-fake"  # the fake Slack's token: short, so nothing like a real one
 SLACK_SIGNING_SECRET = "reliability-signing-secret-42"
 DISCORD_TOKEN = "discord-reliability-token.abc123"
 SECRETS = (API_KEY, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, DISCORD_TOKEN)

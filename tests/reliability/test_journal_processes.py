@@ -29,7 +29,7 @@ SWEEP_S = 0.25
 FINALISED_WITHIN_S = 30.0  # the issue's bound: the lease plus one sweep, with room for a slow machine
 SLOW_ANSWER = Behaviour(text="A long answer that streams slowly. " * 40, chunk_chars=6, token_delay_s=0.05)
 SIGNING_SECRET = "journal-signing-secret"
-SLACK_TOKEN = "xoxb-journal-test"
+SLACK_TOKEN = "xoxb-journal"
 DISCORD_TOKEN = "discord-token-for-journal-0123456789"
 SLACK_BOT = """
 name = "replica"
