@@ -359,6 +359,9 @@ class ConversationEngine:
         ))
         note = "\n".join(n for n in [*notes, footer] if n) or None
         reply.end(note=note)
+        # The model answered: its tokens were spent whether or not the platform shows the answer.
+        await self._usage.record(self.profile.app_id, result.model, result.usage,
+                                 fallback=result.fallback_used)
         await reply.posts_landed()
         if reply.undeliverable is not None:
             log.warning("turn.undeliverable", error=str(reply.undeliverable),
@@ -376,8 +379,6 @@ class ConversationEngine:
         except HistoryUnavailable as exc:
             degraded = True
             log.warning("history.degraded", op="save", error=str(exc))
-        await self._usage.record(self.profile.app_id, result.model, result.usage,
-                                 fallback=result.fallback_used)
         if result.usage is not None and result.attempts == 1:
             self._estimator.calibrate(result.model, messages, result.usage.prompt_tokens)
         tokens = result.usage.total_tokens if result.usage else "unknown"

@@ -32,6 +32,7 @@ from core.errors import (
     ModelNotFound,
     RequestRejected,
 )
+from core.ports import RenderLimits
 from core.profile import HistoryLimits
 from core.redis_keys import RedisKeys
 from core.types import Author, ChatMessage, Command, ConversationKey, IncomingMessage, parse_command
@@ -518,6 +519,27 @@ class TestPlatformSide:
             await request.finished.wait()
         assert request.client_disconnected, "the model stream is abandoned, not read to the end"
         assert not await engine.has_history(conversation())
+
+    async def test_tokens_of_an_undelivered_answer_are_counted(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI, redis: Redis, keys: RedisKeys
+    ) -> None:
+        """An answer the platform refuses at its last post (the channel is gone) is not remembered,
+        but the tokens the model spent on it are in the usage counters."""
+        from core.errors import ReplyUndeliverable
+
+        class GoneAtTheEnd(RecordingSink):
+            async def post(self, text: str) -> str:
+                raise ReplyUndeliverable("channel_not_found")
+
+        engine = make_engine()
+        chat_api.script(A, Behaviour(text="An answer nobody will see."))
+        sink = GoneAtTheEnd(limits=RenderLimits(max_chars=2000, split_chars=1900, min_edit_interval_s=0.0,
+                                                grow_by_edits=False, first_chunk_after_s=60.0))
+        outcome = await engine.handle(incoming("question"), sink)
+        assert outcome.status == "failed"
+        assert not await engine.has_history(conversation())
+        [row] = await RedisUsage(redis, keys).read(days=1)
+        assert (row.requests, row.model) == (1, A) and row.completion_tokens > 0
 
     async def test_working_signal_before_the_previous_turn_ends(
         self, make_engine: EngineFactory, chat_api: FakeChatAPI
