@@ -12,7 +12,6 @@ second Ctrl-C (or one at the prompt) quits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import re
 import signal
@@ -27,6 +26,7 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
+from core.background import stop_task
 from core.engine import ConversationEngine, TurnOutcome
 from core.platform import PlatformSpec, RuntimeContext, TableContext
 from core.ports import BotRuntime, RenderLimits
@@ -245,12 +245,7 @@ class ConsoleBot:
         self._task = asyncio.create_task(self.serve(), name=f"console-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
 
     async def serve(self) -> None:
         """Answer every message of stdin, in order, until end of input."""
@@ -358,9 +353,7 @@ class ConsoleBot:
         try:
             await asyncio.wait({answer})
         except asyncio.CancelledError:  # the bot itself is being stopped: end the answer too
-            answer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await answer
+            await stop_task(answer)
             raise
         finally:
             self._answer = None

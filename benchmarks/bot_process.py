@@ -24,6 +24,8 @@ from types import TracebackType
 import aiohttp
 from redis.asyncio import Redis
 
+from core.background import stop_task
+
 REDIS_START_TIMEOUT_S = 10.0
 BOT_START_TIMEOUT_S = 60.0  # imports slack-bolt / discord.py, logs in, waits for the guild
 BOT_STOP_TIMEOUT_S = 30.0  # SIGTERM: replies in flight are finished first
@@ -256,12 +258,7 @@ class RssSampler:
         self._task = asyncio.create_task(self._run(), name="rss-sampler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
 
     async def _run(self) -> None:
         while True:

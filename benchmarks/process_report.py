@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks.process_level import (
     DISCORD_BUCKET_LIMIT,
@@ -222,38 +223,37 @@ def write_plots(results: Sequence[PlatformResult], directory: Path) -> list[Path
         ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
         axes.step([v * 1000 for v in ordered], ys, where="post", label=label)  # type: ignore[attr-defined]
 
-    for result in results:
-        fig, axes = plt.subplots(figsize=(7, 4.5))
-        for level, rounds in _by_level(result, "latency").items():
-            cdf(axes, _samples(rounds, lambda c: c.added_latency), f"{level:,} concurrent")
+    def save(fig: Any, axes: Any, name: str, title: str, xlabel: str, ylabel: str) -> None:
+        """The shared finish of every plot: log x axis, grid, legend, one PNG."""
         axes.set_xscale("log")
-        axes.set_xlabel("added latency (ms, log scale): first text at the platform − event − model TTFT")
-        axes.set_ylabel("fraction of replies")
-        axes.set_title(f"{result.platform}: added latency by concurrency")
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
-        path = directory / f"bench-latency-{result.platform}.png"
+        path = directory / name
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+
+    for result in results:
+        fig, axes = plt.subplots(figsize=(7, 4.5))
+        for level, rounds in _by_level(result, "latency").items():
+            cdf(axes, _samples(rounds, lambda c: c.added_latency), f"{level:,} concurrent")
+        save(fig, axes, f"bench-latency-{result.platform}.png",
+             f"{result.platform}: added latency by concurrency",
+             "added latency (ms, log scale): first text at the platform − event − model TTFT",
+             "fraction of replies")
 
     fig, axes = plt.subplots(figsize=(7, 4.5))
     for result in results:
         for level, rounds in _by_level(result, "final lag").items():
             cdf(axes, _samples(rounds, lambda c: c.final_lag), f"{result.platform}, {level:,} in one "
                 f"{'workspace' if result.platform == 'slack' else 'guild'}")
-    axes.set_xscale("log")
-    axes.set_xlabel("final-text lag (ms, log scale): final text at the platform − model's last token")
-    axes.set_ylabel("fraction of replies")
-    axes.set_title("final-text lag")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    path = directory / "bench-final-lag.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    save(fig, axes, "bench-final-lag.png", "final-text lag",
+         "final-text lag (ms, log scale): final text at the platform − model's last token",
+         "fraction of replies")
 
     fig, axes = plt.subplots(figsize=(7, 4.5))
     for result in results:
@@ -261,15 +261,6 @@ def write_plots(results: Sequence[PlatformResult], directory: Path) -> list[Path
         levels = sorted({lvl for lvl, _ in points})
         peaks = [max(rss for lvl, rss in points if lvl == level) / MB for level in levels]
         axes.plot(levels, peaks, marker="o", label=f"{result.platform} (idle {result.idle_rss / MB:.0f} MB)")
-    axes.set_xscale("log")
-    axes.set_xlabel("concurrent streaming replies (log scale)")
-    axes.set_ylabel("peak RSS of the bot process (MB)")
-    axes.set_title("memory against concurrent replies")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    path = directory / "bench-rss.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    save(fig, axes, "bench-rss.png", "memory against concurrent replies",
+         "concurrent streaming replies (log scale)", "peak RSS of the bot process (MB)")
     return written

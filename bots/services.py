@@ -23,6 +23,7 @@ from bots.redis_connection import (
     connect,
 )
 from bots.settings import RedisTLS, Settings, redact_url
+from core.background import stop_task
 from core.chat_api import ChatClient
 from core.coordination import RedisCoordination
 from core.engine import ConversationEngine
@@ -130,7 +131,7 @@ class Services:
             finalise_for_s=self.settings.journal_finalise_for_s,
         )
         replay = asyncio.create_task(self.write_behind.run(), name="write-behind")
-        self._stack.push_async_callback(_cancel, replay)
+        self._stack.push_async_callback(stop_task, replay)
         return self
 
     async def __aexit__(
@@ -184,10 +185,3 @@ class Services:
         return JournalSweeper(self.journal, {}, interval_s=self.settings.journal_sweep_interval_s,
                               on_outcome=on_outcome, on_abandoned=on_abandoned)
 
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass

@@ -31,6 +31,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core.background import stop_task
 from core.errors import PlatformError, ReplyUndeliverable
 from core.ports import Finaliser
 from core.redis_circuit import RedisCircuit
@@ -276,13 +277,8 @@ class JournalSweeper:
         self._task = asyncio.create_task(self._run(), name="journal-sweeper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def sweep(self) -> int:
         """One pass: claim due replies and finalise them; returns how many were claimed."""

@@ -14,7 +14,6 @@ It posts nothing on its own initiative.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import aiohttp
 import discord
@@ -28,6 +27,7 @@ from adapters.discord.config import (
 )
 from adapters.discord.pacing import ChannelPacer
 from adapters.discord.translate import message_ref
+from core.background import stop_task
 from core.errors import PlatformError, ReplyUndeliverable
 from core.message_index import MessageIndex
 from core.ports import RenderLimits
@@ -249,12 +249,8 @@ class DiscordReplySink:
         if not self._typing_shown.is_set():  # let the first trigger land before the answer does
             shown = asyncio.create_task(self._typing_shown.wait())
             await asyncio.wait({task, shown}, timeout=TYPING_SETTLE_S, return_when=asyncio.FIRST_COMPLETED)
-            shown.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await shown
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await stop_task(shown)
+        await stop_task(task)
 
 
 def _same_reference_as(message: discord.Message) -> discord.MessageReference | None:

@@ -32,14 +32,16 @@ class TestSpawn:
         """A reply that starts its after-work before ending is idle only once that has ended too."""
         supervisor = ReplySupervisor(CONTEXT)
         order: list[str] = []
+        reply_ended = asyncio.Event()
 
         async def after_work() -> None:
-            await asyncio.sleep(0)
+            await reply_ended.wait()  # runs on after the reply that started it
             order.append("after-work")
 
         async def reply() -> None:
             supervisor.spawn(after_work(), name="cleanup")
             order.append("reply")
+            reply_ended.set()
 
         supervisor.spawn(reply(), name="r1")
         await supervisor.wait_idle()
@@ -62,8 +64,7 @@ class TestDrain:
         task = supervisor.spawn(reply(), name="r1")
         drain = asyncio.create_task(supervisor.drain(finish_s=30.0, total_s=60.0,
                                                      on_cut_short=lambda: cut.append(True)))
-        await asyncio.sleep(0)
-        release.set()
+        release.set()  # neither the reply nor the drain has run yet: the reply ends inside the grace
         report = await drain
         assert await task == "answered" and (report.cut_short, report.unfinished, cut) == (0, 0, [])
 
@@ -75,7 +76,6 @@ class TestDrain:
         intake_done = asyncio.Event()
 
         async def final_message() -> None:
-            await asyncio.sleep(0)
             events.append("final message")
 
         async def reply() -> None:
