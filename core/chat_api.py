@@ -33,6 +33,7 @@ from core.errors import (
     RateLimited,
     RequestRejected,
 )
+from core.reasoning import ThinkFilter
 from core.types import ChatMessage, ChatRequest, ChatResult, Usage
 
 log = structlog.get_logger(__name__)
@@ -55,6 +56,10 @@ CHAT_MAX_CONNECTIONS = 1_000
 CHAT_MAX_KEEPALIVE_CONNECTIONS = 100  # idle connections kept for the next burst
 WRITE_TIMEOUT_S = 10.0  # sending a request body; generous, bodies are small
 MAX_ERROR_TEXT_CHARS = 300  # of an API error message kept in our own errors and logs
+# Delta fields that carry a model's reasoning apart from its answer: DeepSeek's `reasoning_content`
+# (api-docs.deepseek.com/guides/reasoning_model), OpenRouter's `reasoning`
+# (openrouter.ai/docs/guides/best-practices/reasoning-tokens). Never answer text: read for liveness.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 DeltaCallback = Callable[[str], Awaitable[None]]
 
@@ -62,11 +67,18 @@ DeltaCallback = Callable[[str], Awaitable[None]]
 @dataclass(frozen=True)
 class ChatTimeouts:
     """Deadlines of one reply. httpx's read timeout cannot express time-to-first-token (role
-    chunks and keep-alives arrive before any text), so that one is measured with asyncio."""
+    chunks and keep-alives arrive before any text), so that one is measured with asyncio.
+
+    Reasoning counts as the model being alive: the first-token deadline ends at the model's first
+    output of any kind — answer text, a `reasoning` / `reasoning_content` delta, or text inside a
+    `<think>` block — and from then on the gap deadline applies. So a reasoning model may think for
+    longer than `first_token_s` before its first visible word, as long as it keeps streaming; its
+    thinking stays inside `total_s` like everything else.
+    """
 
     connect_s: float = 5.0
-    first_token_s: float = 20.0  # from sending the request to the first content delta
-    chunk_gap_s: float = 30.0  # longest silence between chunks once text flows
+    first_token_s: float = 20.0  # from sending the request to the model's first output, reasoning included
+    chunk_gap_s: float = 30.0  # longest silence between chunks once the model produces output
     total_s: float = 180.0  # the whole reply, every attempt and fallback included
 
 
@@ -134,7 +146,9 @@ class ChatClient:
     # -- public API ------------------------------------------------------------------------
 
     async def stream(self, request: ChatRequest, on_delta: DeltaCallback) -> ChatResult:
-        """Stream one reply, calling `on_delta` with each new piece of text.
+        """Stream one reply, calling `on_delta` with each new piece of answer text. Reasoning
+        (`<think>` blocks, reasoning delta fields) is never passed on nor part of the result
+        (`core.reasoning`), so the first `on_delta` call is the first answer text.
 
         Raises `RequestRejected` (no fallback helps) or `AllModelsFailed` when no text was shown.
         Once text was shown it is never taken back: a broken stream is continued by the next model,
@@ -270,7 +284,10 @@ class ChatClient:
         if next_model is not None:
             body["fallback_model"] = next_model
         loop = asyncio.get_running_loop()
-        got_text = False
+        # One filter per attempt: a continuation (`stream` appended the shown text and
+        # CONTINUE_PROMPT to the request's messages) keeps the space before its first word.
+        answer = ThinkFilter(continuing=len(messages) > len(request.messages))
+        producing = False  # the model has output something: answer text or reasoning
         finish_reason: str | None = None
         usage: Usage | None = None
         answered_by = model
@@ -285,10 +302,12 @@ class ChatClient:
                         await response.aread()
                         raise self._status_error(response, model)
                     async for event in EventSource(response).aiter_sse():
-                        if got_text:
+                        if producing:
                             deadline_cm.reschedule(min(deadline, loop.time() + self.timeouts.chunk_gap_s))
                         if event.data.strip() == "[DONE]":
                             done = True
+                            if tail := answer.flush():
+                                await deliver(tail)
                             break
                         chunk = _parse_chunk(event.data, model)
                         answered_by = str(chunk.get("model") or answered_by)
@@ -296,18 +315,21 @@ class ChatClient:
                         for choice in chunk.get("choices") or []:
                             if not isinstance(choice, dict):
                                 continue
-                            content = (choice.get("delta") or {}).get("content")
-                            if isinstance(content, str) and content:
-                                if not got_text:
-                                    got_text = True
-                                    deadline_cm.reschedule(
-                                        min(deadline, loop.time() + self.timeouts.chunk_gap_s)
-                                    )
-                                await deliver(content)
+                            content, reasoned = _delta_parts(choice)
+                            if (content or reasoned) and not producing:
+                                # Reasoning is liveness: from here the gap deadline applies.
+                                producing = True
+                                deadline_cm.reschedule(
+                                    min(deadline, loop.time() + self.timeouts.chunk_gap_s)
+                                )
+                            if reasoned:
+                                answer.mark_reasoning()
+                            if content and (visible := answer.feed(content)):
+                                await deliver(visible)
                             if choice.get("finish_reason"):
                                 finish_reason = str(choice["finish_reason"])
         except TimeoutError as exc:
-            phase = "gap between chunks" if got_text else "first token"
+            phase = "gap between chunks" if producing else "first token"
             raise ChatTimeout(f"{model}: no {phase} in time", model=model) from exc
         except httpx.TimeoutException as exc:
             raise ChatTimeout(f"{model}: {type(exc).__name__}", model=model) from exc
@@ -370,6 +392,17 @@ def _parse_chunk(data: str, model: str) -> dict[str, Any]:
             raise RateLimited(text, model=model)
         raise ModelUnavailable(text, model=model)
     return chunk
+
+
+def _delta_parts(choice: dict[str, Any]) -> tuple[str, bool]:
+    """(content text, whether reasoning came) of one streamed choice. The reasoning text itself is
+    dropped here: it is never shown, never saved."""
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return "", False
+    content = delta.get("content")
+    reasoned = any(isinstance(delta.get(field), str) and delta[field] for field in REASONING_FIELDS)
+    return (content if isinstance(content, str) else ""), reasoned
 
 
 def _parse_usage(raw: object) -> Usage | None:

@@ -76,6 +76,15 @@ class Behaviour:
 
     The first event of every stream carries ``delta: {"role": "assistant", "content": ...}`` and
     is sent ``ttft_s`` after the response headers, which are sent at once.
+
+    ``reasoning`` makes the model think first: that text is streamed before the reply in the delta
+    field ``reasoning_field``, in ``chunk_chars`` pieces at the reply's pace, for every kind but
+    ``"status"`` and ``"hang"``. DeepSeek sends ``reasoning_content`` with ``content: null`` and then
+    the reply with ``reasoning_content: null``
+    (https://api-docs.deepseek.com/guides/reasoning_model); OpenRouter sends ``reasoning`` beside
+    ``content: ""`` (https://openrouter.ai/docs/guides/best-practices/reasoning-tokens). A
+    non-streaming answer carries it in ``message`` under the same field. Reasoning written into
+    the reply itself (``<think>…</think>``) is just ``text``.
     """
 
     kind: BehaviourKind = "stream"
@@ -93,6 +102,8 @@ class Behaviour:
     # > 0: while waiting `ttft_s`, send a role-only chunk and then an SSE comment this often, as
     # real servers do; they must not count as the first token.
     keepalive_s: float = 0.0
+    reasoning: str = ""
+    reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"
 
 
 class _HeaderDict(dict[str, str]):
@@ -495,8 +506,10 @@ class FakeChatAPI:
                 }
             ],
         }
+        if behaviour.reasoning:
+            payload["choices"][0]["message"][behaviour.reasoning_field] = behaviour.reasoning
         if behaviour.include_usage:
-            payload["usage"] = _usage(body, text)
+            payload["usage"] = _usage(body, behaviour.reasoning + text)  # reasoning tokens are billed
         encoded = json.dumps(payload).encode()
         if kind == "die":
             response = await self._prepare(request, exchange, "application/json", length=len(encoded))
@@ -556,16 +569,28 @@ class FakeChatAPI:
             begun = True
             await response.write(event)
 
-        async def send_text(part: str) -> None:
-            nonlocal role_sent
-            for start in range(0, len(part), size):
-                piece = part[start : start + size]
-                if role_sent:
-                    await send(chunk({"content": piece}))
-                else:
-                    await send(chunk({"role": "assistant", "content": piece}))
-                    role_sent = True
+        # DeepSeek's answer deltas name the reasoning field as null once reasoning is over.
+        after_reasoning: dict[str, Any] = (
+            {"reasoning_content": None}
+            if behaviour.reasoning and behaviour.reasoning_field == "reasoning_content" else {}
+        )
 
+        async def send_delta(delta: dict[str, Any]) -> None:
+            nonlocal role_sent
+            await send(chunk(delta if role_sent else {"role": "assistant", **delta}))
+            role_sent = True
+
+        async def send_reasoning() -> None:
+            blank = None if behaviour.reasoning_field == "reasoning_content" else ""
+            for start in range(0, len(behaviour.reasoning), size):
+                piece = behaviour.reasoning[start : start + size]
+                await send_delta({"content": blank, behaviour.reasoning_field: piece})
+
+        async def send_text(part: str) -> None:
+            for start in range(0, len(part), size):
+                await send_delta({"content": part[start : start + size], **after_reasoning})
+
+        await send_reasoning()
         await send_text(text[:cut])
         if kind == "die":
             if not begun:
@@ -592,7 +617,7 @@ class FakeChatAPI:
                         "created": created,
                         "model": model,
                         "choices": [],
-                        "usage": _usage(exchange.record.body, text),
+                        "usage": _usage(exchange.record.body, behaviour.reasoning + text),
                     }
                 )
             )
