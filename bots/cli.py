@@ -118,7 +118,10 @@ def _main(argv: Sequence[str] | None, env: Mapping[str, str] | None) -> int:
         if args.command == "check":
             return asyncio.run(_check(settings, report, bots_dir, offline=args.offline, out=sys.stdout))
         if args.command == "usage":
-            return asyncio.run(_usage(settings, args.app_id, args.days, as_json=args.json, out=sys.stdout))
+            # Which bot each app ID is (app IDs are unique per bot); a bad definition costs only its name.
+            bots = {d.profile.app_id: d.name for d in load_definitions(bots_dir, environ).definitions}
+            return asyncio.run(_usage(settings, args.app_id, args.days, as_json=args.json, out=sys.stdout,
+                                      bots=bots))
         if report.errors:
             for error in report.errors:
                 print(f"lunos-bots: {error}", file=sys.stderr)
@@ -286,7 +289,8 @@ async def _check_platforms(settings: Settings, definitions: Sequence[tuple[BotDe
             result.line(line.ok, f"{definition.file}: {line.text}")
 
 
-async def _usage(settings: Settings, app_id: str | None, days: int, *, as_json: bool, out: TextIO) -> int:
+async def _usage(settings: Settings, app_id: str | None, days: int, *, as_json: bool, out: TextIO,
+                 bots: Mapping[str, str] | None = None) -> int:
     async with Services(settings) as services:
         if not services.persistent:
             # On stderr with --json: stdout stays one JSON document.
@@ -300,19 +304,24 @@ async def _usage(settings: Settings, app_id: str | None, days: int, *, as_json: 
                 f"({describe_redis_error(exc)}); start Redis or fix REDIS_URL") from exc
     if as_json:
         today = datetime.now(UTC).date().isoformat()
-        out.write(json.dumps(usage_document(rows, days=days, app_id=app_id, today=today), indent=2) + "\n")
+        document = usage_document(rows, days=days, app_id=app_id, today=today)
+        for row in document["rows"]:
+            row["bot"] = (bots or {}).get(row["app_id"])
+        out.write(json.dumps(document, indent=2) + "\n")
         return 0
-    out.write(format_usage(rows))
+    out.write(format_usage(rows, bots or {}))
     return 0
 
 
-def format_usage(rows: Sequence[UsageRow]) -> str:
-    header = ("day", "app_id", "model", "requests", "prompt_tokens", "completion_tokens", "usage_unknown",
-              "fallbacks", "failures", "refused")
+def format_usage(rows: Sequence[UsageRow], bots: Mapping[str, str] | None = None) -> str:
+    """The usage table; `bots` names the bot of each app ID it knows."""
+    header = ("day", "app_id", "bot", "model", "requests", "prompt_tokens", "completion_tokens",
+              "usage_unknown", "fallbacks", "failures", "refused", "👍", "👎")
     table = [header] + [
-        (r.day, r.app_id, r.model, str(r.requests), str(r.prompt_tokens), str(r.completion_tokens),
-         str(r.usage_unknown), str(r.fallbacks), str(r.failures),
-         ",".join(f"{limit}={n}" for limit, n in sorted(r.refusals.items())) or "0") for r in rows
+        (r.day, r.app_id, (bots or {}).get(r.app_id, "-"), r.model, str(r.requests), str(r.prompt_tokens),
+         str(r.completion_tokens), str(r.usage_unknown), str(r.fallbacks), str(r.failures),
+         ",".join(f"{limit}={n}" for limit, n in sorted(r.refusals.items())) or "0",
+         str(r.feedback_up), str(r.feedback_down)) for r in rows
     ]
     if not rows:
         return "no usage recorded in this period\n"

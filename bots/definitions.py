@@ -22,17 +22,21 @@ from core.profile import (
     DEFAULT_MAX_MESSAGES,
     DEFAULT_MAX_PROMPT_TOKENS,
     DEFAULT_MAX_TOKENS,
+    AttachmentLimits,
     BotProfile,
     HistoryLimits,
+    PersonaPolicy,
 )
 
 # Besides these, each registered platform's table (`[slack]`…) is a top-level field; which of its
 # fields hold secrets (an unset ${VAR} there means "no credentials") is the platform's spec's to say.
 PROFILE_FIELDS = frozenset({
     "name", "platform", "app_id", "model", "fallback_models", "system_prompt", "max_tokens",
-    "history", "limits",
+    "history", "limits", "vision", "attachments", "personas",
 })
 HISTORY_FIELDS = frozenset({"max_messages", "max_prompt_tokens", "ttl_days"})
+ATTACHMENT_FIELDS = ("max_files", "max_file_bytes", "max_total_bytes", "max_text_chars")
+PERSONA_FIELDS = frozenset({"admins", "allowed_models"})
 # Bots open to many users (every platform but a terminal) have limits even without a [limits]
 # table. The terminal bot has one local user and none.
 LIMIT_FIELDS = ("user_turns_in_flight", "user_turns_per_minute", "max_input_chars", "daily_tokens")
@@ -158,6 +162,8 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
     max_tokens = problems.attempt(
         lambda: _positive_int(file, data, "max_tokens", DEFAULT_MAX_TOKENS, "max_tokens"), DEFAULT_MAX_TOKENS)
     history = problems.attempt(lambda: _history(file, data), HistoryLimits())
+    attachments = problems.attempt(lambda: _attachments(file, data), AttachmentLimits())
+    personas = problems.attempt(lambda: _personas(file, data), PersonaPolicy())
     no_limits: TurnLimits | None = None
     limits = problems.attempt(lambda: _limits(file, data, platform, limited=not spec.terminal), no_limits)
     platform_settings = data.get(platform, {})
@@ -174,6 +180,7 @@ def parse_definition(path: Path, text: str, env: Mapping[str, str]) -> BotDefini
     profile = BotProfile(
         name=name, platform=platform, app_id=app_id, model=model, fallback_models=fallbacks,
         system_prompt=str(system_prompt), max_tokens=max_tokens, history=history,
+        attachments=attachments, personas=personas,
     )
     return BotDefinition(file=path, profile=profile, platform_settings=platform_settings,
                          missing_credentials=missing + absent, limits=limits)
@@ -216,6 +223,49 @@ def _history(file: str, data: Mapping[str, Any]) -> HistoryLimits:
     problems.raise_if_any()
     return HistoryLimits(max_messages=max_messages, max_prompt_tokens=max_prompt_tokens,
                          ttl_s=ttl_days * 86400)
+
+
+def _attachments(file: str, data: Mapping[str, Any]) -> AttachmentLimits:
+    """`vision` (top level) and the `[attachments]` table over their defaults."""
+    vision = data.get("vision", False)
+    problems = Problems()
+    if not isinstance(vision, bool):
+        problems.add(DefinitionError(file, "vision", f"expected true or false, got {vision!r}"))
+        vision = False
+    raw = data.get("attachments", {})
+    if not isinstance(raw, dict):
+        raise DefinitionError(file, "attachments", "expected a table")
+    for key in sorted(set(raw) - set(ATTACHMENT_FIELDS)):
+        problems.add(DefinitionError(file, f"attachments.{key}",
+                                     f"unknown field; expected one of {list(ATTACHMENT_FIELDS)}"))
+    defaults = AttachmentLimits()
+    values: dict[str, int] = {}
+    for key in ATTACHMENT_FIELDS:
+        values[key] = problems.attempt(
+            lambda key=key: _positive_int(file, raw, key, getattr(defaults, key), f"attachments.{key}"),  # type: ignore[misc]
+            getattr(defaults, key))
+    problems.raise_if_any()
+    return AttachmentLimits(vision=vision, **values)
+
+
+def _personas(file: str, data: Mapping[str, Any]) -> PersonaPolicy:
+    """The `[personas]` table: who may set a channel's persona, and which extra models it may use."""
+    raw = data.get("personas", {})
+    if not isinstance(raw, dict):
+        raise DefinitionError(file, "personas", "expected a table")
+    problems = Problems()
+    for key in sorted(set(raw) - PERSONA_FIELDS):
+        problems.add(DefinitionError(file, f"personas.{key}",
+                                     f"unknown field; expected one of {sorted(PERSONA_FIELDS)}"))
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in sorted(PERSONA_FIELDS):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str | int) and str(v).strip() for v in value):
+            problems.add(DefinitionError(file, f"personas.{key}", "expected a list of non-empty strings"))
+            continue
+        lists[key] = tuple(dict.fromkeys(str(v).strip() for v in value))
+    problems.raise_if_any()
+    return PersonaPolicy(admins=lists["admins"], allowed_models=lists["allowed_models"])
 
 
 def _limits(file: str, data: Mapping[str, Any], platform: str, *, limited: bool) -> TurnLimits | None:

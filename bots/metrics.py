@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.feedback import AnswerRecord, Vote
 from core.redis_circuit import RedisCircuit
 from core.write_behind import WriteBehind
 
@@ -31,7 +32,7 @@ EXPORTED = frozenset({
     "lunos_chat_api_errors_total", "lunos_platform_calls_total", "lunos_platform_rate_limited_total",
     "lunos_tokens_total", "lunos_limit_refusals_total", "lunos_redis_errors_total",
     "lunos_redis_circuit_open", "lunos_replies_in_flight", "lunos_journal_replies_total",
-    "lunos_write_behind_waiting", "lunos_write_behind_dropped_total",
+    "lunos_write_behind_waiting", "lunos_write_behind_dropped_total", "lunos_feedback_votes_total",
 })
 
 
@@ -104,6 +105,10 @@ class Metrics:
             "lunos_journal_replies", "Replies the reply journal took over from a dead or stuck owner, by "
             "outcome: finalised, retrying (the platform refused, tried again later), abandoned (given up)",
             ["bot", "outcome"], registry=r)
+        self.feedback_votes = Counter(
+            "lunos_feedback_votes", "👍 / 👎 on answers, by app ID, model, vote (up, down) and change "
+            "(added, removed); net votes = added − removed",
+            ["app_id", "model", "vote", "change"], registry=r)
         self._redis = _RedisCollector()
         r.register(self._redis)
 
@@ -128,6 +133,11 @@ class Metrics:
     def journal_outcome(self, bot: str, outcome: str) -> None:
         """`core.journal.JournalSweeper`'s `on_outcome`."""
         self.journal_outcomes.labels(bot=bot, outcome=outcome).inc()
+
+    def feedback_vote(self, record: AnswerRecord, vote: Vote, added: bool) -> None:
+        """`core.feedback.RedisFeedback`'s `on_vote`."""
+        self.feedback_votes.labels(app_id=record.app_id, model=record.model, vote=vote.value,
+                                   change="added" if added else "removed").inc()
 
     def limit_refused(self, bot: str, limit: str) -> None:
         self.limit_refusals.labels(bot=bot, limit=limit).inc()

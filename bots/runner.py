@@ -303,7 +303,7 @@ async def run_bots(
     supervisors: list[BotSupervisor] = []
     for definition in chosen:
         engine = services.engine(definition.profile, observer=metrics, limits=definition.limits,
-                                 on_refusal=metrics.limit_refused,
+                                 on_refusal=metrics.limit_refused, on_vote=metrics.feedback_vote,
                                  engine_type=partial(InstrumentedEngine, metrics=metrics))
         engines[definition.profile.name] = engine
         runtime = build_runtime(definition, engine, services, server.app, metrics)

@@ -27,9 +27,11 @@ from core.background import stop_task
 from core.chat_api import ChatClient
 from core.coordination import RedisCoordination
 from core.engine import ConversationEngine
+from core.feedback import AnswerRecord, RedisFeedback, Vote
 from core.history import RedisHistory
 from core.journal import JournalEntry, JournalSweeper, ReplyJournal
 from core.limits import LimitName, TurnLimiter, TurnLimits
+from core.personas import PersonaStore
 from core.ports import TurnObserver
 from core.profile import BotProfile
 from core.redis_circuit import RedisCircuit
@@ -112,6 +114,7 @@ class Services:
     circuit: RedisCircuit = field(default_factory=CountedCircuit)  # one per process, shared by every store
     journal: ReplyJournal = field(init=False)  # every reply in flight, with a lease (core.journal)
     write_behind: WriteBehind = field(init=False)  # writes a Redis outage holds back, replayed in order
+    personas: PersonaStore = field(init=False)  # channels' own model, fallbacks, prompt (core.personas)
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     async def __aenter__(self) -> Services:
@@ -126,6 +129,7 @@ class Services:
         self.coordination = RedisCoordination(self.redis, self.keys, self.circuit)
         self.write_behind = WriteBehind(self.circuit)
         self.usage = RedisUsage(self.redis, self.keys, circuit=self.circuit, write_behind=self.write_behind)
+        self.personas = PersonaStore(self.redis, self.keys, circuit=self.circuit)
         self.journal = ReplyJournal(
             self.redis, self.keys, self.circuit, lease_s=self.settings.journal_lease_s,
             finalise_for_s=self.settings.journal_finalise_for_s,
@@ -164,6 +168,7 @@ class Services:
     def engine(self, profile: BotProfile, observer: TurnObserver | None = None, *,
                limits: TurnLimits | None = None,
                on_refusal: Callable[[str, LimitName], None] | None = None,
+               on_vote: Callable[[AnswerRecord, Vote, bool], None] | None = None,
                engine_type: Callable[..., ConversationEngine] = ConversationEngine) -> ConversationEngine:
         """An engine for one bot; with `limits`, its turns are admitted by a `TurnLimiter`.
         `engine_type`: e.g. the runner's `InstrumentedEngine`, measured for /metrics."""
@@ -173,7 +178,9 @@ class Services:
         return engine_type(
             profile, chat=self.chat, history=history,
             coordination=self.coordination, usage=self.usage, estimator=self.estimator, observer=observer,
-            limits=limiter, journal=self.journal,
+            limits=limiter, journal=self.journal, personas=self.personas,
+            feedback=RedisFeedback(self.redis, self.keys, ttl_s=profile.history.ttl_s, circuit=self.circuit,
+                                   on_vote=on_vote),
         )
 
     def sweeper(

@@ -17,6 +17,7 @@ from typing import Literal
 
 import structlog
 
+from core.attachments import ReadAttachments, read_attachments
 from core.chat_api import ChatClient
 from core.errors import (
     AllModelsFailed,
@@ -29,8 +30,10 @@ from core.errors import (
     ReplyUndeliverable,
     RequestRejected,
 )
+from core.feedback import AnswerRecord, RedisFeedback, Vote, VoteOutcome
 from core.journal import JournalEntry, ReplyJournal
 from core.limits import Admission, Refusal, TurnLimiter
+from core.personas import Persona, PersonaCommands, PersonaStore, channel_of
 from core.ports import Coordination, HistoryStore, ReplySink, TurnObserver, UsageRecorder
 from core.profile import BotProfile
 from core.reply import ReplyStream
@@ -51,6 +54,8 @@ log = structlog.get_logger(__name__)
 RESET_REPLY = "Done — I've forgotten this conversation. The next message starts fresh."
 INTERRUPTED_NOTE = "_(answer interrupted: the model stopped responding)_"
 TRUNCATED_NOTE = "_(answer cut off at this bot's length limit)_"
+# A model that finished without a word of answer (e.g. a reasoning model that only reasoned).
+EMPTY_ANSWER_NOTE = "_(the model finished without an answer — try again or rephrase)_"
 APOLOGY_RATE_LIMITED = "Sorry — the AI service is rate-limiting me right now. Please try again in a minute."
 APOLOGY_UNAVAILABLE = "Sorry — the AI models are unavailable right now. Please try again shortly."
 APOLOGY_BAD_KEY = "Sorry — the AI service rejected my API key, so I can't answer. An admin needs to fix it."
@@ -119,6 +124,8 @@ class ConversationEngine:
         observer: TurnObserver | None = None,
         journal: ReplyJournal | None = None,
         limits: TurnLimiter | None = None,
+        personas: PersonaStore | None = None,
+        feedback: RedisFeedback | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -131,18 +138,65 @@ class ConversationEngine:
         self._observer = observer
         self._journal = journal
         self._limits = limits
+        self._personas = personas
+        self._persona_commands = PersonaCommands(profile, personas) if personas is not None else None
+        self._feedback = feedback
         self._clock = clock
         self._wall_clock = wall_clock
 
-    def help_text(self) -> str:
-        p = self.profile
-        return (
+    def help_text(self, persona: Persona | None = None) -> str:
+        """What the bot is and does; with the channel's `persona`, what this channel changes."""
+        p = persona.apply(self.profile) if persona is not None else self.profile
+        text = (
             f"I'm **{p.name}**, an AI assistant (model `{p.model}`). Mention me or message me directly "
             f"and I'll answer; I remember this conversation (the last {p.history.max_messages} messages, "
-            f"for {max(1, p.history.ttl_s // 86400)} days).\n"
-            "• `reset` — forget this conversation\n"
-            "• `help` — this message"
+            f"for {max(1, p.history.ttl_s // 86400)} days)."
         )
+        if persona is not None:
+            text += "\nThis channel's persona: " + "; ".join(persona.describe()) + "."
+        if p.attachments.vision:
+            text += "\nI can look at images and read text files you attach."
+        else:
+            text += "\nI can read text files you attach."
+        return text + "\n• `reset` — forget this conversation\n• `help` — this message"
+
+    async def help_for(self, conversation: ConversationKey) -> str:
+        """`help_text` for a conversation, with its channel's persona."""
+        return self.help_text(await self._persona_of(conversation))
+
+    async def persona_command(self, conversation: ConversationKey, text: str, *, admin: bool) -> str:
+        """A persona command (`show`, `set …`, `unset …`) in `conversation`'s channel; `admin`: the
+        adapter decided the user may change it. One short reply, never an exception."""
+        if self._persona_commands is None:
+            return "Channel personas are not available for this bot."
+        try:
+            return await self._persona_commands.run(conversation, text, admin=admin)
+        except Exception:  # a bug must not leave the user with nothing
+            log.exception("persona.command_failed")
+            return APOLOGY_INTERNAL
+
+    async def vote(
+        self, channel: str, ref: str, user: str, vote: Vote, *, added: bool, event_id: str | None = None
+    ) -> VoteOutcome:
+        """A user added or removed 👍 / 👎 (`vote`) on message `ref` in `channel`; counted only
+        when the message holds one of this bot's answers (`core.feedback`). `event_id`: the
+        platform's id of the reaction event, when it may send one twice (a late retry must not
+        bring back a vote removed meanwhile). Never raises."""
+        if self._feedback is None:
+            return "unavailable"
+        try:
+            if event_id is not None and not await self._coordination.claim_event(
+                    self.profile.name, f"reaction:{event_id}"):
+                return "unchanged"
+            return await self._feedback.vote(self.profile.name, channel, ref, user, vote, added=added)
+        except Exception:  # a bug must not take the adapter's event loop down
+            log.exception("feedback.vote_failed")
+            return "unavailable"
+
+    async def _persona_of(self, conversation: ConversationKey) -> Persona | None:
+        if self._personas is None:
+            return None
+        return await self._personas.get(self.profile.name, channel_of(conversation))
 
     async def handle(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         """Answer `message` through `sink`. Never raises for model or Redis trouble; the user sees
@@ -197,7 +251,7 @@ class ConversationEngine:
                 if command is Command.RESET:
                     outcome = await self._reset(message, reply)
                 elif command is Command.HELP:
-                    reply.end(note=self.help_text())
+                    reply.end(note=await self.help_for(message.conversation))
                     await reply.posts_landed()
                     outcome = TurnOutcome(status="command")
                 else:
@@ -300,16 +354,16 @@ class ConversationEngine:
             return fallback
 
     def _build_messages(
-        self, history: list[Turn], user: ChatMessage
+        self, history: list[Turn], user: ChatMessage, profile: BotProfile
     ) -> tuple[tuple[ChatMessage, ...], bool]:
         """`[system, *history, user]`, dropping the oldest turns past the prompt budget."""
-        system = ChatMessage("system", self.profile.system_prompt)
-        budget = self.profile.history.max_prompt_tokens
-        used = self._estimator.estimate([system, user], self.profile.model)
+        system = ChatMessage("system", profile.system_prompt)
+        budget = profile.history.max_prompt_tokens
+        used = self._estimator.estimate([system, user], profile.model)
         kept: list[ChatMessage] = []
         for turn in reversed(history):
             msg = turn.as_message()
-            cost = self._estimator.estimate([msg], self.profile.model)
+            cost = self._estimator.estimate([msg], profile.model)
             if used + cost > budget:
                 break
             kept.append(msg)
@@ -317,18 +371,27 @@ class ConversationEngine:
         kept.reverse()
         return (system, *kept, user), len(kept) < len(history)
 
+    async def _read_attachments(self, message: IncomingMessage) -> ReadAttachments:
+        if not message.attachments:
+            return ReadAttachments()
+        return await read_attachments(message.attachments, self.profile.attachments)
+
     async def _answer(self, message: IncomingMessage, reply: ReplyStream) -> TurnOutcome:
         started = self._clock()
-        (history, degraded, seeded), author_name = await asyncio.gather(
-            self._load_history(message), self._author_name(message)
+        (history, degraded, seeded), author_name, persona, files = await asyncio.gather(
+            self._load_history(message), self._author_name(message), self._persona_of(message.conversation),
+            self._read_attachments(message),
         )
+        profile = persona.apply(self.profile) if persona is not None else self.profile
+        if persona is not None:
+            structlog.contextvars.bind_contextvars(model=profile.model, persona=True)
         author = author_name if message.multi_user else None
-        user = ChatMessage("user", message.text, name=author)
-        messages, trimmed = self._build_messages(history, user)
+        user = ChatMessage("user", _joined(message.text, files.text), name=author, images=tuple(files.images))
+        messages, trimmed = self._build_messages(history, user, profile)
         request = ChatRequest(
-            app_id=self.profile.app_id, model=self.profile.model,
-            fallback_models=self.profile.fallback_models, messages=messages,
-            max_tokens=self.profile.max_tokens,
+            app_id=profile.app_id, model=profile.model,
+            fallback_models=profile.fallback_models, messages=messages,
+            max_tokens=profile.max_tokens,
         )
         try:
             result = await self._chat.stream(request, reply.push)
@@ -341,7 +404,7 @@ class ConversationEngine:
             await reply.close(note=INTERRUPTED_NOTE if reply.text else apology)
             log.warning("turn.failed", error=str(exc), error_type=type(exc).__name__,
                         latency_ms=self._ms_since(started), degraded=degraded)
-            await self._usage.record_failure(self.profile.app_id, self.profile.model)
+            await self._usage.record_failure(profile.app_id, profile.model)
             return TurnOutcome(status="failed", apology=apology, degraded=degraded, history_trimmed=trimmed)
         except BaseException as exc:
             # Cancellation (shutdown) or a bug: still leave a final message, then let it propagate.
@@ -349,7 +412,10 @@ class ConversationEngine:
             if not isinstance(exc, asyncio.CancelledError):
                 log.exception("turn.crashed")
             raise
+        empty = not result.text.strip()
         notes = [
+            files.note,
+            EMPTY_ANSWER_NOTE if empty and not result.truncated else None,
             INTERRUPTED_NOTE if result.interrupted else None,
             TRUNCATED_NOTE if result.truncated else None,
         ]
@@ -367,18 +433,22 @@ class ConversationEngine:
             log.warning("turn.undeliverable", error=str(reply.undeliverable),
                         latency_ms=self._ms_since(started))
             return TurnOutcome(status="failed", result=result, degraded=degraded, history_trimmed=trimmed)
+        remembered = self._remember_answer(message, reply, result)
 
         turns = [
             *(history if seeded else []),
-            Turn("user", message.text, author=user.name, at=self._wall_clock()),
-            Turn("assistant", result.text, model=result.model, at=self._wall_clock(), reply=reply.journal_id),
+            Turn("user", _joined(message.text, files.history_text), author=user.name, at=self._wall_clock()),
         ]
+        if not empty:  # an empty answer is no turn: the question stays, for the next try to follow
+            turns.append(Turn("assistant", result.text, model=result.model, at=self._wall_clock(),
+                              reply=reply.journal_id))
         try:
             dropped = await self._history.append(message.conversation, turns)
             trimmed = trimmed or dropped > 0
         except HistoryUnavailable as exc:
             degraded = True
             log.warning("history.degraded", op="save", error=str(exc))
+        await remembered
         if result.usage is not None and result.attempts == 1:
             self._estimator.calibrate(result.model, messages, result.usage.prompt_tokens)
         tokens = result.usage.total_tokens if result.usage else "unknown"
@@ -393,5 +463,22 @@ class ConversationEngine:
             history_trimmed=trimmed, degraded=degraded,
         )
 
+    def _remember_answer(
+        self, message: IncomingMessage, reply: ReplyStream, result: ChatResult
+    ) -> asyncio.Future[None]:
+        """Which messages hold this answer, for 👍 / 👎 (`core.feedback`), alongside saving it."""
+        if self._feedback is None or not reply.refs:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return asyncio.ensure_future(self._feedback.remember_answer(
+            self.profile.name, message.conversation.channel, reply.refs,
+            AnswerRecord(self.profile.app_id, result.model)))
+
     def _ms_since(self, started: float) -> int:
         return int((self._clock() - started) * 1000)
+
+
+def _joined(text: str, files: str) -> str:
+    """A message's text with what its files added (inlined text, image references)."""
+    return f"{text}\n\n{files}" if text.strip() and files else (files or text)

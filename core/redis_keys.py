@@ -73,3 +73,14 @@ class RedisKeys:
     def message_conversation(self, bot: str, ref: str) -> str:
         """Which conversation a platform message (`ref`, platform-qualified) belongs to."""
         return f"{self.prefix}:msgconv:{bot}:{ref}"
+
+    # Feedback (`core.feedback`): which answer a message holds, and who voted on it.
+    def feedback_answer(self, bot: str, channel: str, ref: str) -> str:
+        return f"{self.prefix}:feedback:{bot}:{channel}:{ref}:answer"
+
+    def feedback_voters(self, bot: str, channel: str, ref: str) -> str:
+        return f"{self.prefix}:feedback:{bot}:{channel}:{ref}:voters"
+
+    def persona(self, bot: str, platform: str, workspace: str, channel: str) -> str:
+        """A channel's own model, fallbacks or system prompt (`core.personas`), a hash."""
+        return f"{self.prefix}:persona:{bot}:{platform}:{workspace}:{channel}"

@@ -75,6 +75,11 @@ class ReplyStream:
         return self._sink
 
     @property
+    def refs(self) -> list[str]:
+        """The platform refs of the messages posted so far, in order (`ReplySink.post`)."""
+        return [self._refs[i] for i in sorted(self._refs)]
+
+    @property
     def journal_id(self) -> str | None:
         """This reply's id in the journal, while it has an entry there."""
         return self._entry.id if self._entry is not None else None

@@ -14,6 +14,9 @@ from core.types import ChatMessage
 DEFAULT_CHARS_PER_TOKEN = 4.0  # OpenAI's rule of thumb for English
 MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators per message
 CALIBRATION_WEIGHT = 0.2  # how far one observation moves the learned ratio
+# An image's cost varies by model and size (OpenAI: 85 tokens at low detail, up to ~1,100 at high);
+# counted high so the history kept beside it still fits.
+IMAGE_TOKENS = 1_000
 MIN_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN = 1.0, 8.0  # keep one odd report from skewing it
 
 
@@ -28,11 +31,12 @@ class TokenEstimator:
 
     def estimate(self, messages: Sequence[ChatMessage], model: str) -> int:
         ratio = self.ratio(model)
-        return sum(int(len(m.as_api()["content"]) / ratio) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+        return sum(int(len(m.text()) / ratio) + MESSAGE_OVERHEAD_TOKENS + IMAGE_TOKENS * len(m.images)
+                   for m in messages)
 
     def calibrate(self, model: str, messages: Sequence[ChatMessage], prompt_tokens: int) -> None:
-        overhead = MESSAGE_OVERHEAD_TOKENS * len(messages)
-        chars = sum(len(m.as_api()["content"]) for m in messages)
+        overhead = sum(MESSAGE_OVERHEAD_TOKENS + IMAGE_TOKENS * len(m.images) for m in messages)
+        chars = sum(len(m.text()) for m in messages)
         content_tokens = prompt_tokens - overhead
         if chars <= 0 or content_tokens <= 0:
             return

@@ -64,17 +64,37 @@ class Author:
 
 
 @dataclass(frozen=True)
+class ImagePart:
+    """An image sent to the model with one user message, as a `data:` URL (never stored)."""
+
+    mime: str  # image/png, image/jpeg, image/gif or image/webp
+    data_base64: str
+
+    def as_api(self) -> dict[str, Any]:
+        """OpenAI-compatible content part."""
+        return {"type": "image_url", "image_url": {"url": f"data:{self.mime};base64,{self.data_base64}"}}
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     """One message of a chat-completions request."""
 
     role: Role
     content: str
     name: str | None = None  # author, for multi-user channels; sent inside the content, not as `name`
+    images: tuple[ImagePart, ...] = ()  # a user message's images, on the turn they were sent
 
-    def as_api(self) -> dict[str, str]:
-        """The wire form. Author names go into the text: OpenAI's `name` field rejects spaces."""
-        content = f"[{self.name}] {self.content}" if self.name and self.role == "user" else self.content
-        return {"role": self.role, "content": content}
+    def text(self) -> str:
+        """The text the model reads. Author names go into it: OpenAI's `name` field rejects spaces."""
+        return f"[{self.name}] {self.content}" if self.name and self.role == "user" else self.content
+
+    def as_api(self) -> dict[str, Any]:
+        """The wire form: plain text content, or content parts (text first) when it has images."""
+        if not self.images:
+            return {"role": self.role, "content": self.text()}
+        parts: list[dict[str, Any]] = [{"type": "text", "text": self.text()}]
+        parts += [image.as_api() for image in self.images]
+        return {"role": self.role, "content": parts}
 
 
 class Command(enum.Enum):
@@ -82,6 +102,17 @@ class Command(enum.Enum):
 
     RESET = "reset"  # forget this conversation
     HELP = "help"  # say what the bot does
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file attached to an incoming message, not yet downloaded. The adapter knows how to fetch
+    it (with its credentials); `core.attachments` decides whether to, within the bot's limits."""
+
+    name: str
+    mime: str  # as the platform reports it ("" when unknown); the file name's extension is a hint too
+    size: int | None  # bytes, as the platform reports it; None when unknown
+    fetch: Callable[[], Awaitable[bytes]] = field(compare=False, repr=False)
 
 
 # The words that name a command, as typed on any platform ("reset", "/reset", "!reset"). Parsed here
@@ -126,9 +157,11 @@ class IncomingMessage:
     # engine after the working signal is up, alongside loading history, so it never delays it.
     resolve_author: AuthorResolver | None = field(default=None, compare=False)
     command: Command | None = None
+    attachments: tuple[Attachment, ...] = ()  # files and images sent with the message
 
     def __post_init__(self) -> None:
-        if self.command is None:
+        # A file sent without a caption is a question about the file, not a request for help.
+        if self.command is None and (self.text.strip() or not self.attachments):
             object.__setattr__(self, "command", parse_command(self.text))
 
 

@@ -4,7 +4,9 @@ One hash per app ID and day; fields `<model>|requests`, `<model>|prompt_tokens`,
 `<model>|completion_tokens`, `<model>|usage_unknown` (replies whose usage chunk was missing),
 `<model>|fallbacks` (replies a fallback model answered; counted under the model that answered),
 `<model>|failures` (turns no model could answer; under the bot's primary model) and
-`<model>|refused:<limit>` (turns refused by a `[limits]` limit; under the primary model).
+`<model>|refused:<limit>` (turns refused by a `[limits]` limit; under the primary model), and
+`<model>|feedback_up` / `<model>|feedback_down` (👍 / 👎 on answers that model wrote, on the vote's
+day; `core.feedback`).
 The daily token budget (`core.limits`) reads the same hash, so it and `lunos-bots usage` agree.
 """
 
@@ -45,6 +47,8 @@ class UsageRow:
     fallbacks: int = 0
     failures: int = 0
     refusals: Mapping[str, int] = field(default_factory=dict)  # limit → turns refused
+    feedback_up: int = 0  # 👍 on this model's answers, voted this day
+    feedback_down: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -57,11 +61,12 @@ class UsageRow:
             "total_tokens": self.total_tokens, "usage_unknown": self.usage_unknown,
             "fallbacks": self.fallbacks, "failures": self.failures,
             "refusals": dict(sorted(self.refusals.items())),
+            "feedback_up": self.feedback_up, "feedback_down": self.feedback_down,
         }
 
 
 COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "usage_unknown", "fallbacks",
-            "failures")
+            "failures", "feedback_up", "feedback_down")
 
 
 def usage_document(rows: Sequence[UsageRow], *, days: int, app_id: str | None, today: str) -> dict[str, Any]:
@@ -203,6 +208,8 @@ class RedisUsage:
                     usage_unknown=counters.get("usage_unknown", 0),
                     fallbacks=counters.get("fallbacks", 0),
                     failures=counters.get("failures", 0),
+                    feedback_up=counters.get("feedback_up", 0),
+                    feedback_down=counters.get("feedback_down", 0),
                     refusals={k.removeprefix(REFUSED_PREFIX): v for k, v in counters.items()
                               if k.startswith(REFUSED_PREFIX)},
                 ))

@@ -18,8 +18,10 @@ from bots.services import REDIS_MAX_CONNECTIONS, REDIS_POOL_WAIT_S
 from core.chat_api import ChatClient, ChatTimeouts, RetryPolicy
 from core.coordination import RedisCoordination
 from core.engine import ConversationEngine
+from core.feedback import RedisFeedback
 from core.history import RedisHistory
 from core.journal import ReplyJournal
+from core.personas import PersonaStore
 from core.profile import BotProfile, HistoryLimits
 from core.redis_keys import RedisKeys
 from core.usage import RedisUsage
@@ -93,6 +95,8 @@ def make_engine(chat_client: ChatClient, redis: Redis, keys: RedisKeys) -> Engin
         return ConversationEngine(
             profile, chat=chat_client, history=RedisHistory(store, keys, profile.history, bot=profile.name),
             coordination=RedisCoordination(store, keys), usage=RedisUsage(store, keys), journal=journal,
+            personas=PersonaStore(store, keys),
+            feedback=RedisFeedback(store, keys, ttl_s=profile.history.ttl_s),
         )
 
     return build

@@ -167,13 +167,14 @@ class TestUsage:
     """`lunos-bots usage`."""
 
     async def test_usage_after_a_chat(self, chat_api: FakeChatAPI, prefix: str) -> None:
-        """Requests and tokens per app ID, day and model."""
+        """Requests and tokens per app ID, day and model, with the bot the app ID belongs to."""
         env = base_env(chat_api, prefix)
         await run_cli("chat", env=env, stdin="one\ntwo\n")
         code, out, _ = await run_cli("usage", "--app-id", "lunos-bots-console", env=env)
         assert code == 0
         row = next(line for line in out.splitlines() if "lunos-bots-console" in line)
-        assert row.split()[1:4] == ["lunos-bots-console", "openai/gpt-4.1-mini", "2"]
+        assert row.split()[1:5] == ["lunos-bots-console", "console", "openai/gpt-4.1-mini", "2"]
+        assert row.split()[-2:] == ["0", "0"]  # no 👍 / 👎 yet
 
 
 SLACK_BOT = """

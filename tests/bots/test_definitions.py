@@ -48,6 +48,20 @@ class TestParse:
         assert d.missing_credentials == ()
         assert d.secrets() == ["discord-secret-token"]
 
+    def test_files_and_personas(self) -> None:
+        """`vision` and `[attachments]` over their defaults; `[personas]` admins (Discord ids may be
+        numbers) and the models a channel may choose besides the bot's own chain."""
+        text = GOOD.replace("max_tokens = 500", "max_tokens = 500\nvision = true") + (
+            "[attachments]\nmax_files = 2\n[personas]\nadmins = [123456789012345678, 'U2']\n"
+            "allowed_models = ['x/big']\n")
+        p = parse_definition(Path("helper.toml"), text, ENV).profile
+        assert p.attachments.vision and p.attachments.max_files == 2
+        assert p.attachments.max_file_bytes == 5_000_000
+        assert p.personas.admins == ("123456789012345678", "U2")
+        assert p.allowed_models == ("openai/gpt-4.1-mini", "google/gemini-2.0-flash", "x/big")
+        plain = parse_definition(Path("helper.toml"), GOOD, ENV).profile
+        assert not plain.attachments.vision and plain.personas.admins == ()
+
     def test_secrets_include_the_stripped_token(self) -> None:
         """A token read from a file-mounted secret ends in a newline; both forms are redacted."""
         d = parse_definition(Path("helper.toml"), GOOD, {**ENV, "DISCORD_TOKEN": "discord-secret-token\n"})
@@ -71,6 +85,11 @@ class TestParse:
         (GOOD.replace('name = "helper"', 'name = "Has Spaces"'), "name", "lowercase"),
         (GOOD.replace('["google/gemini-2.0-flash"]', '["openai/gpt-4.1-mini"]'), "fallback_models", "different"),
         (GOOD.replace('platform = "discord"', 'platform = "${NO_SUCH_PLATFORM_VAR}"'), "platform", "is not set"),
+        ("vision = 'yes'\n" + GOOD, "vision", "true or false"),
+        (GOOD + "[attachments]\nmax_files = 0\n", "attachments.max_files", "positive integer"),
+        (GOOD + "[attachments]\nmax_pages = 3\n", "attachments.max_pages", "unknown field"),
+        (GOOD + "[personas]\nadmins = 'U1'\n", "personas.admins", "list of non-empty strings"),
+        (GOOD + "[personas]\nmoderators = []\n", "personas.moderators", "unknown field"),
     ])
     def test_errors_name_file_and_field(self, text: str, field: str, expected: str) -> None:
         """The message says which file, which field and what was expected."""

@@ -142,7 +142,8 @@ class TestUsageJson:
         assert rows[A]["requests"] == 2 and rows[A]["failures"] == 1
         assert set(document["rows"][0]) == {"app_id", "day", "model", "requests", "prompt_tokens",
                                             "completion_tokens", "total_tokens", "usage_unknown", "fallbacks",
-                                            "failures", "refusals"}
+                                            "failures", "refusals", "feedback_up", "feedback_down",
+                                            "bot"}
 
         text = metrics.render().decode()
         prompt = sum(float(v) for v in re.findall(r'lunos_tokens_total\{app_id="lunos-ops",kind="prompt",'
