@@ -2,7 +2,9 @@
 
 `translate` (payloads → core values, pure), `middleware` (events a bot ignores), `pacing` (per-workspace
 budgets), `retry` (slack-sdk's 429 retry, telling those budgets), `sink` (`SlackReplySink`), `names`
-(display names), `bot` (`SlackBot`, the runtime).
+(display names), `files` (a message's files as core attachments, downloaded with the bot token),
+`admins` (who may change a channel's persona), `bot` (`SlackBot`, the runtime: messages, 👍 / 👎
+reactions, `/lunos`).
 Imports `core` and Slack's libraries, never `bots`.
 """
 

@@ -8,7 +8,13 @@ which `stop` lets finish. Dedupe of retries and duplicates is the engine's (Redi
 
 No Slack call runs before the engine has put up the working signal: the author's name comes from
 the cache (their id stands in for it on a cold cache, and the name is looked up after the turn),
-and a thread is read for seeding only by the engine, under the conversation lock.
+a thread is read for seeding only by the engine, under the conversation lock, and a message's files
+are downloaded only when the engine reads them (`files.SlackFiles`).
+
+Besides messages: 👍 / 👎 reactions (`reaction_added` / `reaction_removed`) become votes on the
+bot's answers (`ConversationEngine.vote`, which counts only reactions on its own answers, once per
+user), and `/lunos` shows or changes the channel's persona (`ConversationEngine.persona_command`),
+answered ephemerally through the command's `response_url`.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import aiohttp
 import structlog
@@ -28,10 +34,14 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from adapters.slack.admins import SlackAdmins
+from adapters.slack.files import SlackFiles
 from adapters.slack.finaliser import SlackFinaliser
 from adapters.slack.middleware import DropIgnoredEvents
 from adapters.slack.names import UserNames
@@ -45,15 +55,19 @@ from adapters.slack.sink import (
     AssistantStatuses,
     SlackReplySink,
     error_code,
+    neutralise_mentions,
 )
 from adapters.slack.translate import (
     PLATFORM,
     EventCallback,
     SlackEvent,
     SlackIdentity,
+    SlashCommand,
     ThreadMessage,
     as_callback,
+    command_channel,
     conversation_for,
+    files_of,
     in_existing_thread,
     incoming_message,
     is_direct_message,
@@ -61,6 +75,7 @@ from adapters.slack.translate import (
     model_text,
     reply_target,
     thread_to_seed,
+    vote_for,
 )
 from core.engine import ConversationEngine
 from core.errors import PlatformError
@@ -88,6 +103,19 @@ STOP_GRACE_S = 190.0
 # After the grace period, cancelled replies still post their final text and start their working
 # signal's clean-up (single calls of at most SIGNAL_TIMEOUT_S): this long is left for those.
 CLEANUP_GRACE_S = SIGNAL_TIMEOUT_S + 1.0
+
+# The slash command that shows or changes a channel's persona (declared in deploy/slack-manifest.yaml).
+PERSONA_COMMAND = "/lunos"
+# Its words that change something, and so need an admin (looked up only for these: `show` and
+# `help` cost no users.info call). Validation and wording are core's (`core.personas`).
+PERSONA_CHANGES = frozenset({"set", "unset"})
+# Slash command answers go to the command's response_url: at most 5 times within 30 minutes of the
+# command (https://api.slack.com/interactivity/handling#message_responses), one is enough here. They
+# are ephemeral, seen only by whoever typed the command.
+RESPONSE_TIMEOUT_S = 10
+# A markdown block holds at most 12,000 characters
+# (https://docs.slack.dev/reference/block-kit/blocks/markdown-block); command answers are far shorter.
+RESPONSE_MAX_CHARS = 12_000
 
 # Workspaces whose pacer is kept. Events of other teams are dropped (`translate.drop_reason`), so an
 # app sees its own workspace (and an Enterprise Grid's few); the bound only caps what a bug could grow.
@@ -144,6 +172,8 @@ class SlackBot:
         self._handler: AsyncSocketModeHandler | None = None
         self._middleware: DropIgnoredEvents | None = None
         self._names: UserNames | None = None
+        self._files: SlackFiles | None = None
+        self._admins: SlackAdmins | None = None
         self._pacers: dict[str, WorkspacePacer] = {}
         self._statuses = AssistantStatuses()
         # Replies and their working signals' clean-up; HTTP requests inside Bolt are waited for too.
@@ -193,6 +223,12 @@ class SlackBot:
             )
             self._identity = await self._identify(self._client)
             self._names = UserNames(self._client, turn=self._pacer(self._identity.team_id).lookup_turn)
+            profile = self._engine.profile
+            self._files = SlackFiles(session=lambda: self._session, client=self._client,
+                                     token=config.bot_token, api_url=config.api_url,
+                                     max_bytes=profile.attachments.max_file_bytes)
+            self._admins = SlackAdmins(self._client, listed=profile.personas.admins,
+                                       turn=self._pacer(self._identity.team_id).lookup_turn)
             self._app = self._build_app(self._identity)
             if config.socket_mode:
                 self._handler = AsyncSocketModeHandler(self._app, app_token=config.app_token)
@@ -297,6 +333,9 @@ class SlackBot:
         app.use(self._middleware)
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
+        app.event("reaction_added")(self._on_reaction)
+        app.event("reaction_removed")(self._on_reaction)
+        app.command(PERSONA_COMMAND)(self._on_command)
         return app
 
     async def _close_connections(self) -> None:
@@ -314,6 +353,79 @@ class SlackBot:
 
     async def _on_message(self, body: dict[str, Any]) -> None:
         self._spawn(as_callback(body), mentioned=False)
+
+    async def _on_reaction(self, body: dict[str, Any]) -> None:
+        # DropIgnoredEvents let only a person's 👍 / 👎 on a message through (translate.drop_reason).
+        event = as_callback(body)["event"]
+        item = event["item"]
+        vote = vote_for(event["reaction"])
+        if vote is None or self._session is None:
+            return
+        added = event.get("type") == "reaction_added"
+        # The engine counts a vote only on one of the bot's answers, once per user and answer: a
+        # retried event, or 👍 and 👍::skin-tone-2 both added, changes nothing the second time.
+        event_id = body.get("event_id")
+        self._replies.spawn(self._engine.vote(item["channel"], item["ts"], event["user"], vote, added=added,
+                                              event_id=event_id),
+                            name=f"slack-{self.name}-vote", event_id=event_id)
+
+    async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        # Acked at once (Slack allows 3 s); the answer follows through response_url.
+        await ack()
+        if self._session is None:
+            log.warning("slack.command_after_stop", bot=self.name)
+            return
+        command = cast(SlashCommand, body)
+        self._replies.spawn(self._persona_command(command), name=f"slack-{self.name}-command",
+                            conversation=str(command_channel(command, self.identity.team_id)))
+
+    async def _persona_command(self, command: SlashCommand) -> None:
+        try:
+            answer = await self._answer_command(command)
+        except Exception:  # the adapter's entry point: the engine's part never raises
+            log.exception("slack.command_failed")
+            return
+        await self._respond(command.get("response_url", ""), answer)
+
+    async def _answer_command(self, command: SlashCommand) -> str:
+        """`/lunos` or `/lunos help`: the help text and the persona commands; anything else is a
+        persona command for the channel it was typed in."""
+        me = self.identity
+        if not command.get("channel_id"):
+            return f"Use `{PERSONA_COMMAND}` in the channel whose persona you mean."
+        text = model_text(command.get("text", ""), me.bot_user_id)
+        channel = command_channel(command, me.team_id)
+        words = text.split()
+        verb = words[0].lower() if words else "help"
+        if verb == "help":
+            usage = await self._engine.persona_command(channel, "help", admin=False)
+            return f"{await self._engine.help_for(channel)}\n\n{usage}"
+        admin = False
+        if verb in PERSONA_CHANGES and self._admins is not None:
+            admin = await self._admins.is_admin(command.get("user_id", ""))
+        log.info("slack.persona_command", verb=verb, user=command.get("user_id"), admin=admin)
+        return await self._engine.persona_command(channel, text, admin=admin)
+
+    async def _respond(self, response_url: str, text: str) -> None:
+        """One ephemeral answer to a slash command, with every mention made inert (a persona's prompt
+        may hold `<!channel>`), as Markdown like the bot's replies."""
+        if not response_url or self._session is None:
+            log.warning("slack.command_unanswered",
+                        reason="stopped" if response_url else "no response_url")
+            return
+        safe = neutralise_mentions(text)[:RESPONSE_MAX_CHARS]
+        webhook = AsyncWebhookClient(url=response_url, session=self._session, timeout=RESPONSE_TIMEOUT_S)
+        try:
+            response = await webhook.send_dict({
+                "response_type": "ephemeral", "text": safe,
+                "blocks": [{"type": "markdown", "text": safe}],
+            })
+        except NETWORK_ERRORS as exc:
+            log.warning("slack.command_response_failed", error=error_code(exc))
+            return
+        if response.status_code != 200:
+            log.warning("slack.command_response_failed", status=response.status_code,
+                        body=response.body[:200])
 
     def _spawn(self, body: EventCallback, *, mentioned: bool) -> None:
         # No intake check here: HTTP intake is closed by the 503 in handle_http and Socket Mode's by
@@ -344,11 +456,13 @@ class SlackBot:
         team_id = body.get("team_id") or me.team_id
         dm = is_direct_message(event)
         asked = dm or mentioned
-        if not asked and not model_text(event.get("text", ""), me.bot_user_id):
-            return  # a file shared in a thread without a word: not addressed to the bot
+        files = files_of(event)
+        if not asked and not files and not model_text(event.get("text", ""), me.bot_user_id):
+            return  # nothing to answer: neither words nor files
         if not await self._addressed_to_me(event, team_id, mentioned=mentioned):
             return
         assert self._client is not None and self._signal_client is not None and self._names is not None
+        assert self._files is not None
         user = event["user"]
         # Only the cache here: a users.info call now would hold up the working signal. On a cold
         # cache the engine resolves the name after the signal is up (the id stands in if that fails).
@@ -359,10 +473,12 @@ class SlackBot:
         async def resolve_author() -> str:
             return await names.name(user)
 
-        # A bare mention, or a file sent without a word, has no text: core reads it as `help`.
+        # A bare mention has no text: core reads it as `help`. A file sent without a word is a
+        # question about the file; it is downloaded only if the engine reads it, after the signal.
         message = incoming_message(self.name, body, me, author_name=known or user, seed=seed,
                                    received_at=received_at,
-                                   resolve_author=resolve_author if not dm and known is None else None)
+                                   resolve_author=resolve_author if not dm and known is None else None,
+                                   attachments=self._files.attachments(files))
         sink = SlackReplySink(
             reply_target(event, team_id), client=self._client, signal_client=self._signal_client,
             pacer=self._pacer(team_id), native=self._config.streaming == "native",
@@ -380,7 +496,10 @@ class SlackBot:
         if mentioned:
             return True
         if mentions(event.get("text", ""), self.identity.bot_user_id):
-            return False
+            # Answered by its app_mention twin — except that Slack may send a mention that shares
+            # files only as `message`/`file_share`, with no app_mention (slackapi/bolt-python#925).
+            # Both twins carry the same message identity, so the engine answers it once either way.
+            return event.get("subtype") == "file_share" and bool(files_of(event))
         if self._config.require_mention or not in_existing_thread(event):
             return False
         return await self._engine.has_history(conversation_for(event, team_id))

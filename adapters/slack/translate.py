@@ -2,7 +2,8 @@
 
 Which events a bot ignores (`drop_reason`), which conversation a message belongs to
 (`conversation_for`), where the reply goes (`reply_target`), what the model reads (`model_text`),
-and how a thread read for seeding becomes `ChatMessage`s (`thread_to_seed`). Raw payloads are
+how a thread read for seeding becomes `ChatMessage`s (`thread_to_seed`), which reactions are votes
+(`vote_for`) and which channel a slash command speaks for (`command_channel`). Raw payloads are
 TypedDicts here and go no further than this package.
 """
 
@@ -13,10 +14,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
-from core.types import Author, AuthorResolver, ChatMessage, ConversationKey, IncomingMessage, SeedLoader
+from core.feedback import Vote
+from core.types import (
+    Attachment,
+    Author,
+    AuthorResolver,
+    ChatMessage,
+    ConversationKey,
+    IncomingMessage,
+    SeedLoader,
+)
 
 PLATFORM = "slack"
-HANDLED_EVENT_TYPES = frozenset({"app_mention", "message"})
+MESSAGE_EVENT_TYPES = frozenset({"app_mention", "message"})
+REACTION_EVENT_TYPES = frozenset({"reaction_added", "reaction_removed"})  # 👍 / 👎 feedback
+HANDLED_EVENT_TYPES = MESSAGE_EVENT_TYPES | REACTION_EVENT_TYPES
+# Reaction names that are votes (Slack names emoji by their short name; `+1` and `thumbsup` are one
+# emoji, and a skin tone is appended as `::skin-tone-N`).
+VOTES = {"+1": Vote.UP, "thumbsup": Vote.UP, "-1": Vote.DOWN, "thumbsdown": Vote.DOWN}
 # Message subtypes that are still a person writing to the bot; every other subtype (edits, deletes,
 # joins, bot_message, channel topic changes…) is ignored.
 USER_MESSAGE_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
@@ -26,8 +41,33 @@ SPECIAL_MENTION = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
 LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
 
 
+class SlackFile(TypedDict, total=False):
+    """One of a message event's `files`, as far as we read it (https://api.slack.com/types/file)."""
+
+    id: str
+    name: str
+    title: str
+    mimetype: str
+    filetype: str
+    size: int
+    mode: str  # "hosted", "external", "snippet", "post", "tombstone" (deleted), "hidden_by_limit"
+    is_external: bool
+    url_private: str
+    url_private_download: str
+    file_access: str  # "check_file_info": the event carries only the id; files.info has the rest
+
+
+class ReactionItem(TypedDict, total=False):
+    """What a reaction is on: a message (`type`, `channel`, `ts`); files are no longer reported."""
+
+    type: str
+    channel: str
+    ts: str
+
+
 class SlackEvent(TypedDict, total=False):
-    """The `event` of an Events API callback (app_mention or message), as far as we read it."""
+    """The `event` of an Events API callback (app_mention, message, reaction_added/removed), as far
+    as we read it."""
 
     type: str
     subtype: str
@@ -39,6 +79,10 @@ class SlackEvent(TypedDict, total=False):
     channel: str
     channel_type: str  # "im", "channel", "group", "mpim"; absent on app_mention
     team: str
+    files: list[SlackFile]  # app_mention and message (subtype file_share) with attachments
+    reaction: str  # reaction_added / reaction_removed: the emoji's name, e.g. "+1::skin-tone-3"
+    item: ReactionItem  # reaction_added / reaction_removed
+    item_user: str  # reaction_added / reaction_removed: who wrote the message reacted to
 
 
 class EventCallback(TypedDict, total=False):
@@ -50,6 +94,20 @@ class EventCallback(TypedDict, total=False):
     event_id: str
     event_time: int
     event: SlackEvent
+
+
+class SlashCommand(TypedDict, total=False):
+    """A slash command request (form-encoded over HTTP; the payload of a Socket Mode
+    `slash_commands` envelope): https://api.slack.com/interactivity/slash-commands."""
+
+    command: str
+    text: str
+    user_id: str
+    channel_id: str
+    team_id: str
+    api_app_id: str
+    response_url: str
+    trigger_id: str
 
 
 class ThreadMessage(TypedDict, total=False):
@@ -102,6 +160,8 @@ def drop_reason(body: Mapping[str, Any], me: SlackIdentity) -> str | None:
     event = body.get("event")
     if not isinstance(event, dict) or event.get("type") not in HANDLED_EVENT_TYPES:
         return "unhandled_event"
+    if event.get("type") in REACTION_EVENT_TYPES:
+        return _reaction_drop_reason(event, me)
     subtype = event.get("subtype")
     if subtype is not None and subtype not in USER_MESSAGE_SUBTYPES:
         return f"subtype_{subtype}"
@@ -116,6 +176,26 @@ def drop_reason(body: Mapping[str, Any], me: SlackIdentity) -> str | None:
     ):
         return "malformed"
     return None
+
+
+def _reaction_drop_reason(event: Mapping[str, Any], me: SlackIdentity) -> str | None:
+    """Reactions pass only when they can be a vote: a person's 👍 or 👎 on a message. Whether the
+    message is one of the bot's answers is the engine's to say (`ConversationEngine.vote`)."""
+    if event.get("user") == me.bot_user_id:
+        return "self"  # the bot's own working reaction (👀) and anything else it adds
+    item = event.get("item")
+    if not isinstance(item, dict) or item.get("type") != "message":
+        return "not_a_message"
+    if not all(isinstance(v, str) and v for v in (event.get("user"), item.get("channel"), item.get("ts"))):
+        return "incomplete"
+    if not isinstance(event.get("reaction"), str) or vote_for(event["reaction"]) is None:
+        return "not_a_vote"
+    return None
+
+
+def vote_for(reaction: str) -> Vote | None:
+    """The vote a reaction casts (`+1`, `thumbsup`, `-1`, `thumbsdown`, any skin tone), or None."""
+    return VOTES.get(reaction.split("::", 1)[0])
 
 
 def _for_my_team(body: Mapping[str, Any], me: SlackIdentity) -> bool:
@@ -188,11 +268,33 @@ def _plain_link(match: re.Match[str]) -> str:
     return f"{label} ({url})" if label and label != url else url
 
 
+def files_of(event: SlackEvent) -> list[SlackFile]:
+    """The files a message event carries (malformed entries left out)."""
+    files = event.get("files")
+    if not isinstance(files, list):
+        return []
+    return [f for f in files if isinstance(f, dict)]
+
+
+def command_channel(command: SlashCommand, team_id: str) -> ConversationKey:
+    """The channel a slash command was typed in: personas are per channel, never per thread."""
+    return ConversationKey(PLATFORM, command.get("team_id") or team_id, command.get("channel_id", ""))
+
+
+def message_identity(event: SlackEvent) -> str:
+    """The engine's dedupe id of a message: the message itself (channel and ts), not the event that
+    carried it. A retried event and the `app_mention` / `message` twins of one message share it, so
+    the message is answered once whichever of them arrives first, on whichever replica."""
+    return f"msg:{event['channel']}:{event['ts']}"
+
+
 def incoming_message(
     bot: str, body: EventCallback, me: SlackIdentity, *, author_name: str, seed: SeedLoader | None,
     received_at: float, resolve_author: AuthorResolver | None = None,
+    attachments: tuple[Attachment, ...] = (),
 ) -> IncomingMessage:
-    """The engine's view of one event; `seed` is offered when the bot was called into an existing thread."""
+    """The engine's view of one event; `seed` is offered when the bot was called into an existing
+    thread, `attachments` are the event's files (`files.SlackFiles`)."""
     event = body["event"]
     team_id = body.get("team_id") or me.team_id
     return IncomingMessage(
@@ -201,11 +303,12 @@ def incoming_message(
         conversation=conversation_for(event, team_id),
         author=Author(event["user"], author_name),
         text=model_text(event.get("text", ""), me.bot_user_id),
-        event_id=body["event_id"],
+        event_id=message_identity(event),
         received_at=received_at,
         multi_user=not is_direct_message(event),
         seed=seed,
         resolve_author=resolve_author,
+        attachments=attachments,
     )
 
 

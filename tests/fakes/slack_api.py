@@ -9,8 +9,13 @@ message state in memory, records every call, can inject failures, delays and rol
 and serves a local Socket Mode websocket (``apps.connections.open`` → ``ws://127.0.0.1:PORT/socket``)
 so an ``AsyncSocketModeHandler`` can connect and receive envelopes.
 
+It also serves uploaded files at their ``url_private`` / ``url_private_download`` (only to a request
+with the bot token, as Slack does; :meth:`FakeSlackAPI.add_file`, ``files.info``) and slash commands'
+``response_url`` (:meth:`FakeSlackAPI.slash_command`, answers recorded in ``command_responses``).
+
 It also holds helpers for building signed HTTP requests (:func:`signed_headers`) and Events API
-payloads (:func:`app_mention_event`, :func:`message_event`).
+payloads (:func:`app_mention_event`, :func:`message_event`, :func:`reaction_event`; both message
+builders take ``files``).
 
 Point a client at it with ``AsyncWebClient(token=fake.bot_token, base_url=fake.base_url)``.
 """
@@ -34,11 +39,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 __all__ = [
+    "CommandResponse",
     "FakeSlackAPI",
+    "FileDownload",
     "RecordedCall",
     "SlackMessage",
     "app_mention_event",
     "message_event",
+    "reaction_event",
     "signed_headers",
 ]
 
@@ -50,6 +58,16 @@ RATE_WINDOW_SECONDS = 60.0
 # per channel: `post_limit=(burst, per_second)`; the default used by the load tests is (3, 1.0).
 DEFAULT_POST_LIMIT = (3, 1.0)
 _FIRST_TS_MICROS = 1_700_000_000_000_000
+# What Slack answers a file download without a valid `Authorization: Bearer` token: not a 401 but
+# 200 with its HTML sign-in page (slackapi/bolt-js#2585, where Slack's maintainers point to the
+# header, https://api.slack.com/types/file#auth; chenhg5/cc-connect#185 shows the page's first bytes).
+SIGN_IN_PAGE = (
+    b'<!DOCTYPE html><html lang="en-US"><head><title>Slack</title></head>'
+    b"<body><h1>Sign in to your workspace</h1></body></html>"
+)
+# A response_url takes up to 5 answers within 30 minutes of the command
+# (https://api.slack.com/interactivity/handling#message_responses).
+RESPONSE_URL_USES = 5
 
 
 @dataclass
@@ -115,6 +133,35 @@ def _chunks_text(chunks: Any) -> str:
     return "".join(parts)
 
 
+@dataclass
+class FakeFile:
+    """One file uploaded to the fake workspace."""
+
+    id: str
+    name: str
+    mimetype: str
+    content: bytes
+
+
+@dataclass
+class FileDownload:
+    """One request for a file's bytes."""
+
+    file_id: str
+    authorization: str | None  # the Authorization header as sent
+    served: bool  # the file's bytes were sent (False: the sign-in page)
+    path: str
+
+
+@dataclass
+class CommandResponse:
+    """One message a bot sent to a slash command's response_url."""
+
+    command_id: str
+    body: dict[str, Any]
+    text: str  # what the user sees: the markdown block's text, else `text`
+
+
 class _Failure:
     def __init__(self, status: int, retry_after: float, error: str, times: int) -> None:
         self.status = status
@@ -175,6 +222,12 @@ class FakeSlackAPI:
         # When True, events sent through send_socket_event are also stored as messages (as Slack would).
         self.seed_messages_from_events = True
 
+        self.files: dict[str, FakeFile] = {}  # file id -> file, served at url_private(_download)
+        self.file_downloads: list[FileDownload] = []  # every request for a file's bytes
+        # False: the bot token lacks files:read, and downloads get the sign-in page like no token.
+        self.files_read_scope = True
+        self.command_responses: list[CommandResponse] = []  # every message sent to a response_url
+        self._commands: dict[str, int] = {}  # response_url id -> answers it may still take
         self.acks: dict[str, dict[str, Any]] = {}  # envelope_id -> ack frame from the client
         self.socket_frames: list[dict[str, Any]] = []  # every JSON frame the socket client sent
         self.socket_connections = 0  # how many websocket connections were accepted in total
@@ -202,6 +255,7 @@ class FakeSlackAPI:
             "conversations.replies": self._conversations_replies,
             "conversations.info": self._conversations_info,
             "users.info": self._users_info,
+            "files.info": self._files_info,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -213,6 +267,9 @@ class FakeSlackAPI:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/socket", self._handle_socket)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._handle_file)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._handle_file)
+        app.router.add_post("/commands/{team}/{command_id}", self._handle_response_url)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -257,6 +314,12 @@ class FakeSlackAPI:
     @property
     def socket_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/socket"
+
+    @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:PORT``: where files and response URLs live (files.slack.com and
+        hooks.slack.com in Slack)."""
+        return f"http://127.0.0.1:{self.port}"
 
     # ------------------------------------------------------------------ inspection
 
@@ -303,9 +366,73 @@ class FakeSlackAPI:
         real_name: str | None = None,
         display_name: str | None = None,
         is_bot: bool = False,
+        is_admin: bool = False,
+        is_owner: bool = False,
+        is_primary_owner: bool = False,
     ) -> None:
-        """Configures what users.info answers for ``user_id``."""
+        """Configures what users.info answers for ``user_id`` (roles: a workspace admin or owner)."""
         self.users[user_id] = self._user_object(user_id, name, real_name, display_name, is_bot)
+        self.users[user_id].update(is_admin=is_admin or is_owner or is_primary_owner, is_owner=is_owner,
+                                   is_primary_owner=is_primary_owner)
+
+    # ------------------------------------------------------------------ files
+
+    def add_file(
+        self, name: str, content: bytes, *, mimetype: str, size: int | None = None, user: str = "U1",
+    ) -> dict[str, Any]:
+        """Uploads a file; returns its file object as a message event's ``files`` carries it. ``size``
+        overrides the size Slack reports (a wrong one, to test a bot does not trust it)."""
+        file_id = f"F{uuid.uuid4().hex[:10].upper()}"
+        self.files[file_id] = FakeFile(file_id, name, mimetype, content)
+        return self._file_object(self.files[file_id], user=user, size=size)
+
+    def tombstone_file(self, file_id: str = "FDELETED") -> dict[str, Any]:
+        """A deleted file as events still mention it: no name, no URLs
+        (https://api.slack.com/types/file, ``mode: "tombstone"``)."""
+        return {"id": file_id, "mode": "tombstone"}
+
+    def external_file(self, name: str, url: str, *, mimetype: str = "application/pdf") -> dict[str, Any]:
+        """A file hosted elsewhere (Google Drive…): its ``url_private`` is the other service's link."""
+        return {"id": f"F{uuid.uuid4().hex[:10].upper()}", "name": name, "title": name, "mimetype": mimetype,
+                "mode": "external", "is_external": True, "external_type": "gdrive", "url_private": url}
+
+    def unshared_file(self, file_object: dict[str, Any]) -> dict[str, Any]:
+        """``file_object`` as an event carries a file whose details must be read with files.info
+        (``file_access: "check_file_info"``, only the id)."""
+        return {"id": file_object["id"], "file_access": "check_file_info"}
+
+    def downloads_of(self, file_id: str) -> list[FileDownload]:
+        return [d for d in self.file_downloads if d.file_id == file_id]
+
+    # ------------------------------------------------------------------ slash commands
+
+    def slash_command(
+        self, text: str, *, command: str = "/lunos", user: str = "U1", channel: str = "C1",
+    ) -> dict[str, str]:
+        """The fields of a slash command request (form-encoded over HTTP, the payload of a Socket
+        Mode ``slash_commands`` envelope), with a response_url this fake answers."""
+        command_id = uuid.uuid4().hex[:12]
+        self._commands[command_id] = RESPONSE_URL_USES
+        return {
+            "token": "verification-token",
+            "team_id": self.team_id,
+            "team_domain": "test",
+            "channel_id": channel,
+            "channel_name": f"channel-{channel.lower()}",
+            "user_id": user,
+            "user_name": f"user{user.lower()}",
+            "command": command,
+            "text": text,
+            "api_app_id": self.app_id,
+            "is_enterprise_install": "false",
+            "response_url": f"{self.origin}/commands/{self.team_id}/{command_id}",
+            "trigger_id": f"{uuid.uuid4().int % 10**10}.{uuid.uuid4().hex[:16]}",
+        }
+
+    def responses_to(self, fields: dict[str, str]) -> list[CommandResponse]:
+        """What the bot answered the command ``fields`` (from :meth:`slash_command`)."""
+        command_id = fields["response_url"].rsplit("/", 1)[-1]
+        return [r for r in self.command_responses if r.command_id == command_id]
 
     def seed_from_event(self, payload: dict[str, Any]) -> None:
         """Stores the message an Events API payload refers to (app_mention / plain message), if new."""
@@ -462,6 +589,9 @@ class FakeSlackAPI:
             "real_name": real_name,
             "deleted": False,
             "is_bot": is_bot,
+            "is_admin": False,
+            "is_owner": False,
+            "is_primary_owner": False,
             "tz": "UTC",
             "profile": {"display_name": display_name, "real_name": real_name},
         }
@@ -549,7 +679,9 @@ class FakeSlackAPI:
         body = handler(args) if handler is not None else {"ok": True}
         headers = {}
         if method == "auth.test":
-            headers["X-OAuth-Scopes"] = "app_mentions:read,chat:write,im:history,reactions:write,users:read"
+            headers["X-OAuth-Scopes"] = (
+                "app_mentions:read,chat:write,commands,files:read,im:history,reactions:read,reactions:write,users:read"
+            )
         return 200, body, headers
 
     def _take_post_token(self, channel: str, at: float) -> float:
@@ -842,6 +974,77 @@ class FakeSlackAPI:
             return {"ok": True, "user": self._user_object(user, "bot", "Bot", "bot", True)}
         return {"ok": True, "user": self._user_object(user, None, None, None, False)}
 
+    def _file_object(self, file: FakeFile, *, user: str, size: int | None) -> dict[str, Any]:
+        base = f"{self.origin}/files-pri/{self.team_id}-{file.id}"
+        return {
+            "id": file.id,
+            "created": int(time.time()),
+            "timestamp": int(time.time()),
+            "name": file.name,
+            "title": file.name,
+            "mimetype": file.mimetype,
+            "filetype": file.name.rsplit(".", 1)[-1] if "." in file.name else "binary",
+            "pretty_type": file.mimetype,
+            "user": user,
+            "user_team": self.team_id,
+            "editable": False,
+            "size": len(file.content) if size is None else size,
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": True,
+            "public_url_shared": False,
+            "display_as_bot": False,
+            "username": "",
+            "url_private": f"{base}/{file.name}",
+            "url_private_download": f"{base}/download/{file.name}",
+            "permalink": f"https://test.slack.com/files/{user}/{file.id}/{file.name}",
+            "has_rich_preview": False,
+            "file_access": "visible",
+        }
+
+    def _files_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        file = self.files.get(str(args.get("file", "")))
+        if file is None:
+            return self._err("file_not_found")
+        return {"ok": True, "file": self._file_object(file, user="U1", size=None)}
+
+    async def _handle_file(self, request: web.Request) -> web.Response:
+        """A file's bytes, to a request with the bot token; anyone else gets the sign-in page."""
+        team, _, file_id = request.match_info["team_file"].partition("-")
+        file = self.files.get(file_id)
+        auth = request.headers.get("Authorization")
+        authorized = auth == f"Bearer {self.bot_token}" and self.files_read_scope
+        served = authorized and file is not None and team == self.team_id
+        self.file_downloads.append(FileDownload(file_id, auth, served, request.path))
+        await self._notify()
+        if not authorized:
+            return web.Response(body=SIGN_IN_PAGE, content_type="text/html", charset="utf-8")
+        if file is None or not served or request.match_info["name"] != file.name:
+            return web.Response(status=404, text="file_not_found")
+        return web.Response(body=file.content, content_type=file.mimetype)
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        """A bot's answer to a slash command: JSON ``{"text"?, "blocks"?, "response_type"?}``."""
+        command_id = request.match_info["command_id"]
+        remaining = self._commands.get(command_id, 0)
+        if remaining <= 0:
+            return web.Response(status=404, text="used_url")
+        try:
+            body = json.loads(await request.text())
+        except ValueError:
+            return web.Response(status=400, text="invalid_payload")
+        if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
+            return web.Response(status=400, text="no_text")
+        self._commands[command_id] = remaining - 1
+        raw_blocks = body.get("blocks")
+        blocks: list[Any] = raw_blocks if isinstance(raw_blocks, list) else []
+        markdown = [str(b.get("text", "")) for b in blocks if isinstance(b, dict) and b.get("type") == "markdown"]
+        shown = "\n".join(markdown) if markdown else str(body.get("text", ""))
+        self.command_responses.append(CommandResponse(command_id, body, shown))
+        await self._notify()
+        return web.Response(text="ok")
+
     # ------------------------------------------------------------------ internals: websocket
 
     async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
@@ -890,13 +1093,15 @@ def signed_headers(
     timestamp: int | None = None,
     retry_num: int | None = None,
     retry_reason: str | None = None,
+    content_type: str = "application/json",
 ) -> dict[str, str]:
-    """Headers Slack sends with an HTTP (Events API) request, signed with ``signing_secret``."""
+    """Headers Slack sends with an HTTP request (Events API JSON, or a slash command's form with
+    ``content_type="application/x-www-form-urlencoded"``), signed with ``signing_secret``."""
     ts = int(time.time()) if timestamp is None else timestamp
     base = b"v0:" + str(ts).encode() + b":" + body
     digest = hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
     headers = {
-        "Content-Type": "application/json",
+        "Content-Type": content_type,
         "X-Slack-Request-Timestamp": str(ts),
         "X-Slack-Signature": f"v0={digest}",
     }
@@ -946,8 +1151,10 @@ def app_mention_event(
     api_app_id: str = "A1",
     event_id: str,
     bot_user_id: str = "UBOT",
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A full Events API ``event_callback`` envelope carrying an ``app_mention`` event."""
+    """A full Events API ``event_callback`` envelope carrying an ``app_mention`` event (with
+    ``files`` when the mention came with uploads, as Slack sends them)."""
     event: dict[str, Any] = {
         "type": "app_mention",
         "user": user,
@@ -960,6 +1167,8 @@ def app_mention_event(
     }
     if thread_ts is not None:
         event["thread_ts"] = thread_ts
+    if files:
+        event.update(files=files, upload=False)
     return _event_envelope(
         event, team_id=team_id, api_app_id=api_app_id, event_id=event_id, bot_user_id=bot_user_id
     )
@@ -979,8 +1188,12 @@ def message_event(
     bot_user_id: str = "UBOT",
     subtype: str | None = None,
     bot_id: str | None = None,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A full Events API ``event_callback`` envelope carrying a ``message`` event."""
+    """A full Events API ``event_callback`` envelope carrying a ``message`` event; with ``files``,
+    subtype ``file_share`` unless another is given, as Slack sends a message with uploads."""
+    if files and subtype is None:
+        subtype = "file_share"
     event: dict[str, Any] = {"type": "message"}
     if subtype is not None:
         event["subtype"] = subtype
@@ -992,6 +1205,38 @@ def message_event(
     event.update({"channel": channel, "event_ts": ts, "channel_type": channel_type})
     if thread_ts is not None:
         event["thread_ts"] = thread_ts
+    if files:
+        event.update(files=files, upload=False)
+    return _event_envelope(
+        event, team_id=team_id, api_app_id=api_app_id, event_id=event_id, bot_user_id=bot_user_id
+    )
+
+
+def reaction_event(
+    *,
+    reaction: str,
+    channel: str,
+    ts: str,
+    user: str = "U1",
+    item_user: str | None = "UBOT",
+    added: bool = True,
+    team_id: str = "T1",
+    api_app_id: str = "A1",
+    event_id: str,
+    bot_user_id: str = "UBOT",
+) -> dict[str, Any]:
+    """A full ``event_callback`` envelope carrying ``reaction_added`` (or, with ``added=False``,
+    ``reaction_removed``) on the message ``channel``/``ts``, as
+    https://api.slack.com/events/reaction_added shows it."""
+    event: dict[str, Any] = {
+        "type": "reaction_added" if added else "reaction_removed",
+        "user": user,
+        "reaction": reaction,
+        "item": {"type": "message", "channel": channel, "ts": ts},
+        "event_ts": f"{int(time.time())}.000200",
+    }
+    if item_user is not None:
+        event["item_user"] = item_user
     return _event_envelope(
         event, team_id=team_id, api_app_id=api_app_id, event_id=event_id, bot_user_id=bot_user_id
     )

@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -16,9 +17,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakes.slack_api import (
+    SIGN_IN_PAGE,
     FakeSlackAPI,
     app_mention_event,
     message_event,
+    reaction_event,
     signed_headers,
 )
 
@@ -323,3 +326,111 @@ def test_event_builders() -> None:
     assert dm["event"]["subtype"] == "bot_message"
     assert dm["event"]["bot_id"] == "B2"
     assert "thread_ts" not in dm["event"]
+
+
+class TestFiles:
+    """Uploaded files are served at their url_private(_download) to the bot token only."""
+
+    async def test_served_with_the_bot_token(self, fake: FakeSlackAPI) -> None:
+        """Both URLs give the bytes and the file's type to `Authorization: Bearer <bot token>`."""
+        file = fake.add_file("notes.txt", b"hello", mimetype="text/plain")
+        assert file["size"] == 5 and file["mode"] == "hosted" and file["name"] == "notes.txt"
+        async with aiohttp.ClientSession() as http:
+            for url in (file["url_private"], file["url_private_download"]):
+                async with http.get(url, headers={"Authorization": f"Bearer {fake.bot_token}"}) as response:
+                    assert response.status == 200 and response.content_type == "text/plain"
+                    assert await response.read() == b"hello"
+        assert [d.served for d in fake.downloads_of(file["id"])] == [True, True]
+
+    @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer xoxb-wrong"},
+                                         {"Authorization": "Bearer xapp-test"}])
+    async def test_anyone_else_gets_the_sign_in_page(self, fake: FakeSlackAPI, headers: dict[str, str]) -> None:
+        """No token or another one: 200 with Slack's HTML sign-in page, never the file."""
+        file = fake.add_file("chart.png", b"\x89PNG-bytes", mimetype="image/png")
+        async with aiohttp.ClientSession() as http, http.get(file["url_private_download"], headers=headers) as response:
+            assert response.status == 200 and response.content_type == "text/html"
+            assert await response.read() == SIGN_IN_PAGE
+        (download,) = fake.downloads_of(file["id"])
+        assert not download.served and download.authorization == headers.get("Authorization")
+
+    async def test_without_files_read_the_token_gets_the_page_too(self, fake: FakeSlackAPI) -> None:
+        fake.files_read_scope = False
+        file = fake.add_file("a.txt", b"x", mimetype="text/plain")
+        async with aiohttp.ClientSession() as http, http.get(
+            file["url_private"], headers={"Authorization": f"Bearer {fake.bot_token}"}
+        ) as response:
+            assert await response.read() == SIGN_IN_PAGE
+
+    async def test_files_info_and_file_shapes(self, fake: FakeSlackAPI) -> None:
+        """files.info answers the full object; the tombstone, external and id-only shapes carry no
+        URL of the fake's."""
+        file = fake.add_file("a.md", b"# hi", mimetype="text/markdown", size=99)
+        assert file["size"] == 99  # a reported size may lie
+        info = await client_for(fake).files_info(file=file["id"])
+        assert info["file"]["url_private_download"] == file["url_private_download"]
+        assert info["file"]["size"] == 4
+        with pytest.raises(SlackApiError):
+            await client_for(fake).files_info(file="FNOPE")
+        assert fake.tombstone_file() == {"id": "FDELETED", "mode": "tombstone"}
+        assert fake.unshared_file(file) == {"id": file["id"], "file_access": "check_file_info"}
+        external = fake.external_file("plan.pdf", "https://drive.example.com/plan.pdf")
+        assert external["is_external"] and external["url_private"].startswith("https://drive.example.com/")
+
+    def test_event_builders_carry_files(self) -> None:
+        """A message with files is a file_share; a mention carries them as they are."""
+        files = [{"id": "F1", "name": "a.png"}]
+        message = message_event(text="", ts="1.000001", event_id="Ev1", files=files)
+        assert message["event"]["subtype"] == "file_share" and message["event"]["files"] == files
+        mention = app_mention_event(text="<@UBOT> look", ts="1.000002", event_id="Ev2", files=files)
+        assert mention["event"]["files"] == files and "subtype" not in mention["event"]
+
+
+class TestReactionsAndCommands:
+    """Reaction events as Slack documents them, and slash commands' response_url."""
+
+    def test_reaction_event(self) -> None:
+        added = reaction_event(reaction="+1", channel="C1", ts="1.000001", user="U2", event_id="Ev1")
+        assert added["event"]["type"] == "reaction_added"
+        assert added["event"]["item"] == {"type": "message", "channel": "C1", "ts": "1.000001"}
+        assert added["event"]["item_user"] == "UBOT" and added["event"]["user"] == "U2"
+        removed = reaction_event(reaction="+1", channel="C1", ts="1.000001", added=False, item_user=None,
+                                 event_id="Ev2")
+        assert removed["event"]["type"] == "reaction_removed" and "item_user" not in removed["event"]
+
+    async def test_response_url(self, fake: FakeSlackAPI) -> None:
+        """A command's response_url takes JSON answers (the markdown block is what is shown), up to
+        five, and only those of its own command."""
+        fields = fake.slash_command("show", user="U2", channel="C9")
+        assert (fields["command"], fields["text"], fields["user_id"], fields["channel_id"]) == (
+            "/lunos", "show", "U2", "C9")
+        assert fields["team_id"] == fake.team_id and fields["trigger_id"]
+        other = fake.slash_command("help")
+        async with aiohttp.ClientSession() as http:
+            body = {"response_type": "ephemeral", "text": "plain",
+                    "blocks": [{"type": "markdown", "text": "**shown**"}]}
+            for _ in range(5):
+                async with http.post(fields["response_url"], json=body) as response:
+                    assert response.status == 200 and await response.text() == "ok"
+            async with http.post(fields["response_url"], json=body) as response:
+                assert response.status == 404
+            async with http.post(other["response_url"], json={"text": "just text"}) as response:
+                assert response.status == 200
+            async with http.post(other["response_url"], json={}) as response:
+                assert response.status == 400
+        assert [r.text for r in fake.responses_to(fields)] == ["**shown**"] * 5
+        assert [r.text for r in fake.responses_to(other)] == ["just text"]
+
+    async def test_users_info_roles(self, fake: FakeSlackAPI) -> None:
+        fake.add_user("UADMIN", is_admin=True)
+        fake.add_user("UOWNER", is_owner=True)
+        client = client_for(fake)
+        assert (await client.users_info(user="UADMIN"))["user"]["is_admin"] is True
+        owner = (await client.users_info(user="UOWNER"))["user"]
+        assert owner["is_owner"] is True and owner["is_primary_owner"] is False
+        plain = (await client.users_info(user="U1"))["user"]
+        assert (plain["is_admin"], plain["is_owner"], plain["is_primary_owner"]) == (False, False, False)
+
+    def test_signed_form_headers(self) -> None:
+        headers = signed_headers(b"command=%2Flunos", "secret", timestamp=1,
+                                 content_type="application/x-www-form-urlencoded")
+        assert headers["Content-Type"] == "application/x-www-form-urlencoded"

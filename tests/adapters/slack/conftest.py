@@ -1,13 +1,16 @@
 """A Slack bot under test: real slack-bolt and slack-sdk against `FakeSlackAPI`, real Redis (private
 prefix), the fake chat API, and a real aiohttp server for HTTP mode.
 
-`SlackRig` posts signed Events API requests the way Slack does and waits on the bot, never on sleeps.
+`SlackRig` posts signed Events API requests and slash commands the way Slack does and waits on the
+bot, never on sleeps. Its engine is `make_engine`'s: with channel personas and 👍 / 👎 feedback, like
+production's (`bots.services.Services.engine`).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -29,7 +32,13 @@ from core.redis_keys import RedisKeys
 from core.usage import RedisUsage
 from tests.conftest import FAST_RETRY, TEST_API_KEY, EngineFactory, make_profile
 from tests.fakes.chat_api import FakeChatAPI
-from tests.fakes.slack_api import FakeSlackAPI, app_mention_event, message_event, signed_headers
+from tests.fakes.slack_api import (
+    FakeSlackAPI,
+    app_mention_event,
+    message_event,
+    reaction_event,
+    signed_headers,
+)
 
 SIGNING_SECRET = "test-signing-secret-0123"
 MODEL_A, MODEL_B = "test/model-a", "test/model-b"
@@ -72,23 +81,24 @@ class SlackRig:
 
     def mention_payload(self, text: str = "<@UBOT> hello", *, channel: str = "C1", user: str = "U1",
                         thread_ts: str | None = None, ts: str | None = None,
-                        event_id: str | None = None) -> dict[str, Any]:
+                        event_id: str | None = None, files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         payload = app_mention_event(
             text=text, channel=channel, user=user, ts=ts or self.next_ts(), thread_ts=thread_ts,
             team_id=self.fake.team_id, api_app_id=self.fake.app_id, event_id=event_id or new_event_id(),
-            bot_user_id=self.fake.bot_user_id,
+            bot_user_id=self.fake.bot_user_id, files=files,
         )
         self.fake.seed_from_event(payload)  # Slack has the message the event is about
         return payload
 
     def message_payload(self, text: str, *, channel: str = "D1", channel_type: str = "im", user: str = "U1",
                         thread_ts: str | None = None, ts: str | None = None, event_id: str | None = None,
-                        subtype: str | None = None, bot_id: str | None = None) -> dict[str, Any]:
+                        subtype: str | None = None, bot_id: str | None = None,
+                        files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         payload = message_event(
             text=text, channel=channel, channel_type=channel_type, user=user, ts=ts or self.next_ts(),
             thread_ts=thread_ts, team_id=self.fake.team_id, api_app_id=self.fake.app_id,
             event_id=event_id or new_event_id(), bot_user_id=self.fake.bot_user_id, subtype=subtype,
-            bot_id=bot_id,
+            bot_id=bot_id, files=files,
         )
         self.fake.seed_from_event(payload)
         return payload
@@ -106,6 +116,37 @@ class SlackRig:
         assert await self.post(payload) == 200
         await self.bot.wait_idle()
         return payload
+
+    def reaction_payload(self, reaction: str, *, channel: str, ts: str, user: str = "U1", added: bool = True,
+                         item_user: str | None = "UBOT", event_id: str | None = None) -> dict[str, Any]:
+        return reaction_event(
+            reaction=reaction, channel=channel, ts=ts, user=user, item_user=item_user, added=added,
+            team_id=self.fake.team_id, api_app_id=self.fake.app_id, event_id=event_id or new_event_id(),
+            bot_user_id=self.fake.bot_user_id,
+        )
+
+    async def react(self, reaction: str, **kwargs: Any) -> dict[str, Any]:
+        """A reaction_added (or, with `added=False`, reaction_removed) event, posted and handled."""
+        payload = self.reaction_payload(reaction, **kwargs)
+        assert await self.post(payload) == 200
+        await self.bot.wait_idle()
+        return payload
+
+    async def post_command(self, fields: dict[str, str], *, secret: str = SIGNING_SECRET) -> int:
+        """POST a slash command's form, signed like Slack; returns the HTTP status."""
+        body = urllib.parse.urlencode(fields).encode()
+        headers = signed_headers(body, secret, content_type="application/x-www-form-urlencoded")
+        async with self.http.post(self.url, data=body, headers=headers) as response:
+            await response.read()
+            return response.status
+
+    async def command(self, text: str, *, user: str = "U1", channel: str = "C1") -> str:
+        """`/lunos <text>` typed by `user` in `channel`; returns what the bot answered (ephemerally)."""
+        fields = self.fake.slash_command(text, user=user, channel=channel)
+        assert await self.post_command(fields) == 200
+        await self.bot.wait_idle()
+        (answer,) = self.fake.responses_to(fields)
+        return answer.text
 
     def replies(self, payload: dict[str, Any]) -> list[str]:
         """The bot's messages answering `payload`'s event, as a user finally sees them."""

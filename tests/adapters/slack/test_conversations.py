@@ -276,10 +276,12 @@ class TestAuthorNames:
 
 
 class TestWordlessMessages:
-    """A bare mention or a file with no words never reaches the model as an empty message."""
+    """A bare mention, or a file share with nothing readable in it, never reaches the model as an
+    empty message. (A file with no words is a question about the file: test_files.py.)"""
 
     async def test_file_only_dm_and_bare_mention_get_help(self, slack_rig: RigFactory, chat_api: FakeChatAPI) -> None:
-        """A file sent to the bot without a word, or a mention alone, is answered with the help text."""
+        """A file share without a word whose event carries no file, or a mention alone, is answered
+        with the help text."""
         async with slack_rig() as rig:
             dm = await rig.message("", subtype="file_share")
             mention = await rig.mention("<@UBOT>")
@@ -290,7 +292,7 @@ class TestWordlessMessages:
     async def test_file_only_thread_follow_up_is_ignored(
         self, slack_rig: RigFactory, chat_api: FakeChatAPI
     ) -> None:
-        """In a thread the bot talks in, a file shared without a word is not for the bot."""
+        """In a thread the bot talks in, a file share with neither words nor a file is not for the bot."""
         async with slack_rig() as rig:
             first = await rig.mention("<@UBOT> hi")
             before = writes(rig)

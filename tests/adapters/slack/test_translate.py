@@ -64,7 +64,7 @@ class TestDropReason:
     def test_other_event_types_and_non_events(self) -> None:
         """An event type no listener handles is dropped; a non-event body is left to Bolt."""
         body = mention()
-        body["event"]["type"] = "reaction_added"
+        body["event"]["type"] = "pin_added"
         assert drop_reason(body, ME) == "unhandled_event"
         assert drop_reason({"type": "url_verification", "challenge": "x"}, ME) is None
 
@@ -119,10 +119,13 @@ class TestModelText:
         assert text == "repeat after me: &lt;!channel&gt; &lt;!subteam^S1&gt; &lt;@U999&gt; &lt;!here&gt;"
 
     def test_incoming_message_fields(self) -> None:
-        """Event id, author, multi-user flag and text land in the IncomingMessage."""
+        """Dedupe id (the message, not the event), author, multi-user flag and text land in the
+        IncomingMessage."""
         body = as_callback(mention(text="<@UBOT>  what   now?"))
         incoming = incoming_message("bot", body, ME, author_name="Ada", seed=None, received_at=5.0)
-        assert (incoming.event_id, incoming.text, incoming.author.display_name) == ("Ev1", "what now?", "Ada")
+        event = body["event"]
+        assert (incoming.event_id, incoming.text, incoming.author.display_name) == (
+            f"msg:{event['channel']}:{event['ts']}", "what now?", "Ada")
         assert incoming.multi_user and incoming.platform == "slack" and incoming.received_at == 5.0
 
 

@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.slack import SlackBot, SlackBotConfig
+from adapters.slack.bot import PERSONA_COMMAND
 from adapters.slack.platform import slack_config
 from bots.definitions import BotDefinition, parse_definition
 from bots.metrics import Metrics
@@ -194,7 +195,14 @@ class TestManifest:
         """Every event the bot listens to is subscribed, and every method's scope is requested."""
         manifest = (DEFAULT_BOTS_DIR.parent / "deploy" / "slack-manifest.yaml").read_text(encoding="utf-8")
         items = set(re.findall(r"^\s*-\s+([a-z_.:]+)", manifest, flags=re.MULTILINE))
-        assert {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim"} <= items
+        assert {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim",
+                "reaction_added", "reaction_removed"} <= items
         assert {"app_mentions:read", "chat:write", "channels:history", "groups:history", "im:history",
-                "reactions:write", "users:read", "assistant:write"} <= items
+                "reactions:write", "users:read", "assistant:write", "reactions:read", "files:read",
+                "commands"} <= items
         assert "/slack/" in manifest and "socket_mode_enabled" in manifest
+        # The slash command the bot listens to is declared, at the events URL, with a usage hint.
+        command = re.search(r"^( *)- command:[ \t]*(\S+)[ \t]*\n((?:\1  [ \t]*\w+:.*\n)+)", manifest, flags=re.MULTILINE)
+        assert command is not None and command.group(2) == PERSONA_COMMAND
+        fields = dict(re.findall(r"^\s+(\w+):\s*(.*?)\s*(?:#.*)?$", command.group(3), flags=re.MULTILINE))
+        assert fields["url"].endswith("/events") and fields["description"] and fields["usage_hint"]
