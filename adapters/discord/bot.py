@@ -4,9 +4,11 @@ a share of a sharded bot), its slash commands, and the path from a message to th
 Order of a message: drop bots and webhooks (itself included) → is it for the bot at all (a DM, a
 mention, a reply to the bot, a channel it answers everything in)? → which conversation (the message
 index, then the event; bound to every log line from here on) → access lists (a refusal is said once
-per user and channel) → the engine, answering through a `DiscordReplySink`. The first two steps are
-synchronous, so a busy guild costs no task per message. Commands (`reset`, `help`) belong to the
-engine (`IncomingMessage.command`); `/reset` and `/help` only translate an interaction into it.
+per user and channel) → the engine, answering through a `DiscordReplySink`, with the message's files
+(`adapters.discord.files`). The first two steps are synchronous, so a busy guild costs no task per
+message. Commands (`reset`, `help`) belong to the engine (`IncomingMessage.command`); `/reset` and
+`/help` only translate an interaction into it, and `/persona` into `ConversationEngine.
+persona_command`. 👍 / 👎 reactions become `ConversationEngine.vote` calls.
 This module must not know about `bots/` (settings, TOML).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import Literal
 
 import aiohttp
 import discord
@@ -23,6 +26,7 @@ from discord import app_commands
 
 from adapters.discord.access import Place, Refusal, Sender, in_channels
 from adapters.discord.config import DiscordConfig
+from adapters.discord.files import FileDownloader, attachments_of
 from adapters.discord.finaliser import DiscordFinaliser
 from adapters.discord.gateway_guard import guard_gateway_parsers
 from adapters.discord.pacing import ChannelPacer, rate_limit_trace
@@ -33,14 +37,18 @@ from adapters.discord.translate import (
     Addressed,
     addressing,
     bot_can_send,
+    channel_conversation,
     command_conversation,
     command_message,
     conversation_for,
     incoming_message,
     latest_ref,
     message_ref,
+    persona_set_commands,
+    persona_unset_command,
     place_of,
     sender_of,
+    vote_of,
 )
 from core.engine import ConversationEngine
 from core.errors import PlatformError
@@ -61,6 +69,12 @@ CLOSE_TIMEOUT_S = 3.0  # kept for the end: the gateway task ends promptly once t
 ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True)
 RESET_DESCRIPTION = "Forget this conversation; the next message starts fresh"
 HELP_DESCRIPTION = "What this bot does and how to talk to it"
+PERSONA_DESCRIPTION = "This channel's own model, fallbacks or system prompt"
+PERSONA_SET_NEEDS_AN_OPTION = "Give at least one of `model`, `fallbacks` or `prompt`."
+# Manage Server: who sees `/persona` by default. Server admins may change that in Server Settings →
+# Integrations, so changes are still checked against the member's permissions (or the bot's list).
+PERSONA_PERMISSIONS = discord.Permissions(manage_guild=True)
+MAX_COMMAND_REPLY_CHARS = 2000
 NOTHING_TO_RESET = (
     "You have no conversation with me in this channel. Here each @mention starts its own conversation "
     "and replying to my answers continues it."
@@ -74,7 +88,7 @@ class _Addressed:
     addressed: Addressed
     sender: Sender
     place: Place
-    whole_channel: bool
+    shared: bool  # the channel is one conversation (`respond_to_all` or `channel_memory`)
 
 
 class DiscordBot:
@@ -88,6 +102,7 @@ class DiscordBot:
         index: MessageIndex,
         coordination: Coordination,
         observer: MessageObserver | None = None,
+        reactions: MessageObserver | None = None,
         stop_budget_s: float = STOP_BUDGET_S,
     ) -> None:
         self._engine = engine
@@ -95,6 +110,7 @@ class DiscordBot:
         self._index = index
         self._coordination = coordination
         self._observer = observer
+        self._reactions = reactions  # told what became of each reaction (by the reacted message's id)
         self._stop_budget_s = stop_budget_s
         install_token_filter()  # before the client exists: its first interaction may be logged
         # Replies and slash commands in flight; every log line of this bot carries its context
@@ -104,10 +120,13 @@ class DiscordBot:
         self._limits = discord_limits(config.edit_interval_s)
         self._client = self._make_client()
         guard_gateway_parsers(self._client, self._log_context())
+        self._files = FileDownloader(proxy=self._client.http.proxy, proxy_auth=self._client.http.proxy_auth)
         self._tree = app_commands.CommandTree(self._client)
         self._add_commands()
         self._client.event(self.on_ready)
         self._client.event(self.on_message)
+        self._client.event(self.on_raw_reaction_add)
+        self._client.event(self.on_raw_reaction_remove)
         self._accepting = False
         self._connection: asyncio.Task[None] | None = None
 
@@ -169,6 +188,7 @@ class DiscordBot:
             on_cut_short=self._pacer.drain,
         )
         await self._client.close()
+        await self._files.close()
         if self._connection is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._connection, CLOSE_TIMEOUT_S)
@@ -189,6 +209,50 @@ class DiscordBot:
             self._tell(message.id, triaged)
             return
         self._replies.spawn(self._answer(message, triaged), name=f"discord-message-{message.id}")
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._reaction(payload, added=True)
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._reaction(payload, added=False)
+
+    # -- reactions --------------------------------------------------------------------------
+
+    async def _reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
+        """👍 / 👎 on one of the bot's answers is a vote (`core.feedback`); removing it, un-voting.
+        Raw events: the message need not be in discord.py's cache (answers from before a restart)."""
+        outcome = "crashed"
+        self._replies.track(asyncio.current_task())
+        try:
+            outcome = await self._reaction_checked(payload, added=added)
+        except Exception:  # the adapter's entry point: log; a vote is never worth more
+            log.exception("discord.reaction_crashed", message=payload.message_id)
+        finally:
+            if self._reactions is not None:
+                self._reactions.message_handled(payload.message_id, outcome)
+
+    async def _reaction_checked(self, payload: discord.RawReactionActionEvent, *, added: bool) -> str:
+        me = self._client.user
+        if not self._accepting or me is None:
+            return "ignored_stopping" if me is not None else "ignored_not_ready"
+        vote = vote_of(payload.emoji)
+        if vote is None:
+            return "ignored_emoji"
+        if payload.user_id == me.id or (payload.member is not None and payload.member.bot):
+            return "ignored_bot"
+        # Adds say whose message it is: skip Redis for the many reactions on people's messages.
+        if added and payload.message_author_id is not None and payload.message_author_id != me.id:
+            return "not_an_answer"
+        if added:  # who may not talk to the bot does not vote either (removals only undo)
+            sender = (sender_of(payload.member) if payload.member is not None
+                      else Sender(user_id=payload.user_id, display_name=""))
+            channel = self._client.get_channel(payload.channel_id)
+            place = place_of(channel, channel_id=payload.channel_id, guild_id=payload.guild_id)
+            if self._config.access.check(sender, place) is not None:
+                return "refused"
+        with self._replies.bind():
+            return await self._engine.vote(str(payload.channel_id), str(payload.message_id),
+                                           str(payload.user_id), vote, added=added)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -213,7 +277,7 @@ class DiscordBot:
                         hint="give the bot View Channel, Send Messages (in Threads) and Read "
                              "Message History there")
             return "ignored_cannot_send"
-        return _Addressed(addressed, sender, place, whole_channel)
+        return _Addressed(addressed, sender, place, self._shared(place))
 
     async def _answer(self, message: discord.Message, triaged: _Addressed) -> None:
         outcome = "crashed"
@@ -232,7 +296,7 @@ class DiscordBot:
         text = triaged.addressed.text  # "@bot" alone is empty: core reads it as `help`
         continued = await self._continued(triaged, text)
         conversation = conversation_for(place, triaged.addressed, message.id,
-                                        whole_channel=triaged.whole_channel, continued=continued)
+                                        shared=triaged.shared, continued=continued)
         with self._replies.bind(conversation=str(conversation)):
             refusal = self._config.access.check(sender, place)
             if refusal is not None:
@@ -244,7 +308,7 @@ class DiscordBot:
     ) -> str:
         sender, place = triaged.sender, triaged.place
         refs = [message_ref(message.id)]
-        if self._is_chain_channel(place, triaged.whole_channel):
+        if self._is_chain_channel(place, triaged.shared):
             refs.append(latest_ref(place.channel_id, sender.user_id))
         # Before answering, so a reply to this very message made meanwhile finds its conversation.
         await self._index.remember(self.name, refs, conversation)
@@ -253,8 +317,11 @@ class DiscordBot:
             index=self._index, limits=self._limits, footer=self._config.footer,
             typing_refresh_s=self._config.typing_refresh_s,
         )
+        max_bytes = self._engine.profile.attachments.max_file_bytes
+        files = attachments_of(message.attachments,
+                               read=lambda url: self._files.read(url, max_bytes=max_bytes))
         incoming = incoming_message(message, bot=self.name, conversation=conversation, text=text,
-                                    sender=sender)
+                                    sender=sender, attachments=files)
         outcome = await self._engine.handle(incoming, sink)
         return outcome.status
 
@@ -262,7 +329,7 @@ class DiscordBot:
         """What the message index knows: the replied-to message's conversation, or — for a typed
         `reset` that replies to nothing — the user's latest chain in this channel."""
         place, addressed = triaged.place, triaged.addressed
-        if not self._is_chain_channel(place, triaged.whole_channel):
+        if not self._is_chain_channel(place, triaged.shared):
             return None
         if addressed.replied_to is not None:
             return await self._index.conversation_of(self.name, message_ref(addressed.replied_to))
@@ -272,9 +339,17 @@ class DiscordBot:
         return None
 
     @staticmethod
-    def _is_chain_channel(place: Place, whole_channel: bool) -> bool:
+    def _is_chain_channel(place: Place, shared: bool) -> bool:
         """A plain guild channel, where conversations are reply chains."""
-        return not (place.is_dm or place.is_thread or whole_channel)
+        return not (place.is_dm or place.is_thread or shared)
+
+    def _shared(self, place: Place) -> bool:
+        """A guild channel that is one conversation: one the bot answers everything in
+        (`respond_to_all`), or a `channel_memory` one, where every mention continues the channel's
+        history. Either list matches a channel's threads and a category's channels; a thread is
+        one conversation of its own anyway."""
+        shared = self._config.respond_to_all | self._config.channel_memory
+        return not place.is_dm and in_channels(place, shared)
 
     async def _refuse(self, message: discord.Message, sender: Sender, place: Place, refusal: Refusal) -> str:
         """Say why, once per user and channel (a day, across replicas); after that stay quiet, so a
@@ -303,9 +378,10 @@ class DiscordBot:
         async def help_(interaction: discord.Interaction[discord.Client]) -> None:
             await self._help_command(interaction)
 
-        commands: list[app_commands.Command[app_commands.Group, ..., None]] = [
+        commands: list[app_commands.Command[app_commands.Group, ..., None] | app_commands.Group] = [
             app_commands.Command(name="reset", description=RESET_DESCRIPTION, callback=reset),
             app_commands.Command(name="help", description=HELP_DESCRIPTION, callback=help_),
+            self._persona_group(),
         ]
         guilds = [discord.Object(id=g) for g in self._config.guild_ids]
         for command in commands:
@@ -313,6 +389,41 @@ class DiscordBot:
                 self._tree.add_command(command, guilds=guilds)
             else:
                 self._tree.add_command(command)
+
+    def _persona_group(self) -> app_commands.Group:
+        """`/persona show|set|unset`: guild-only, shown to members with Manage Server by default."""
+        group = app_commands.Group(name="persona", description=PERSONA_DESCRIPTION, guild_only=True,
+                                   default_permissions=PERSONA_PERMISSIONS)
+
+        async def show(interaction: discord.Interaction[discord.Client]) -> None:
+            await self._persona_command(interaction, ["show"])
+
+        @app_commands.describe(
+            model="The model to answer with in this channel",
+            fallbacks="Models to try when it fails, separated by spaces or commas; or: none",
+            prompt="This channel's system prompt",
+        )
+        async def set_(
+            interaction: discord.Interaction[discord.Client], model: str | None = None,
+            fallbacks: str | None = None, prompt: str | None = None,
+        ) -> None:
+            await self._persona_command(
+                interaction, persona_set_commands(model=model, fallbacks=fallbacks, prompt=prompt))
+
+        @app_commands.describe(field="What to reset to the bot's own setting")
+        async def unset(
+            interaction: discord.Interaction[discord.Client],
+            field: Literal["model", "fallbacks", "prompt", "all"],
+        ) -> None:
+            await self._persona_command(interaction, [persona_unset_command(field)])
+
+        group.add_command(app_commands.Command(
+            name="show", description="Show this channel's persona", callback=show))
+        group.add_command(app_commands.Command(
+            name="set", description="Give this channel its own model, fallbacks or prompt", callback=set_))
+        group.add_command(app_commands.Command(
+            name="unset", description="Back to the bot's own settings here", callback=unset))
+        return group
 
     async def _sync_commands(self) -> None:
         """Guild commands appear at once; global ones can take up to an hour to show everywhere.
@@ -342,9 +453,51 @@ class DiscordBot:
                         guild_id=interaction.guild_id)
 
     async def _help_command(self, interaction: discord.Interaction[discord.Client]) -> None:
-        refusal = self._config.access.check(sender_of(interaction.user), self._interaction_place(interaction))
-        text = refusal.value if refusal is not None else self._engine.help_text()
-        await interaction.response.send_message(text, ephemeral=True)
+        place = self._interaction_place(interaction)
+        refusal = self._config.access.check(sender_of(interaction.user), place)
+        if refusal is not None:
+            text = refusal.value
+        else:
+            text = await self._engine.help_for(channel_conversation(place))
+        await interaction.response.send_message(_fit(text), ephemeral=True)
+
+    async def _persona_command(
+        self, interaction: discord.Interaction[discord.Client], commands: list[str]
+    ) -> None:
+        """`/persona …` as `core.personas` commands (several for a `set` with several options, run
+        in order and answered together). Changes need Manage Server in this guild or a place in the
+        bot definition's `[personas] admins`; `show` is open to whoever may use the command."""
+        self._replies.track(asyncio.current_task())
+        sender = sender_of(interaction.user)
+        place = self._interaction_place(interaction)
+        admin = self._persona_admin(interaction)
+        refusal = self._config.access.check(sender, place)
+        if refusal is not None and not admin:  # server managers configure even where it is refused
+            await interaction.response.send_message(refusal.value, ephemeral=True)
+            return
+        if place.is_dm:  # guild-only; Discord should not deliver it here
+            await interaction.response.send_message("Personas belong to server channels.", ephemeral=True)
+            return
+        if not commands:
+            await interaction.response.send_message(PERSONA_SET_NEEDS_AN_OPTION, ephemeral=True)
+            return
+        # Defer first: the answer waits for Redis, and Discord wants an acknowledgement within 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        channel = channel_conversation(place)
+        with self._replies.bind(conversation=str(channel)):
+            replies = [await self._engine.persona_command(channel, text, admin=admin) for text in commands]
+            log.info("discord.persona_command", user=sender.user_id, channel=place.channel_id,
+                     command=commands[0].split()[0], admin=admin)
+        # A refusal or an unavailable store is said once, not once per option.
+        await interaction.edit_original_response(content=_fit("\n".join(dict.fromkeys(replies))))
+
+    def _persona_admin(self, interaction: discord.Interaction[discord.Client]) -> bool:
+        """Manage Server here (the member's resolved permissions, as Discord sent them with the
+        interaction), or listed in the bot definition's `[personas] admins`."""
+        if str(interaction.user.id) in self._engine.profile.personas.admins:
+            return True
+        permissions = interaction.permissions
+        return interaction.guild_id is not None and (permissions.manage_guild or permissions.administrator)
 
     async def _reset_command(self, interaction: discord.Interaction[discord.Client]) -> None:
         self._replies.track(asyncio.current_task())
@@ -357,12 +510,12 @@ class DiscordBot:
         # Defer first: the reset waits for a turn in progress in this conversation, and Discord
         # wants an interaction acknowledged within 3 s.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        whole_channel = not place.is_dm and in_channels(place, self._config.respond_to_all)
+        shared = self._shared(place)
         latest = None
-        if self._is_chain_channel(place, whole_channel):
+        if self._is_chain_channel(place, shared):
             latest = await self._index.conversation_of(
                 self.name, latest_ref(place.channel_id, sender.user_id))
-        conversation = command_conversation(place, whole_channel=whole_channel, latest=latest)
+        conversation = command_conversation(place, shared=shared, latest=latest)
         if conversation is None:
             await interaction.edit_original_response(content=NOTHING_TO_RESET)
             return
@@ -380,6 +533,8 @@ class DiscordBot:
         intents.guilds = True  # guild, channel, thread and role caches; slash commands in guilds
         intents.guild_messages = True  # mentions and replies in servers
         intents.dm_messages = True
+        intents.guild_reactions = True  # 👍 / 👎 on answers (not privileged)
+        intents.dm_reactions = True
         # Privileged, and only needed to read messages that do not mention the bot.
         intents.message_content = bool(self._config.respond_to_all)
         trace = rate_limit_trace(self._pacer)
@@ -415,3 +570,8 @@ class DiscordBot:
     def _tell(self, message_id: int, outcome: str) -> None:
         if self._observer is not None:
             self._observer.message_handled(message_id, outcome)
+
+
+def _fit(text: str) -> str:
+    """A command reply within Discord's message limit."""
+    return text if len(text) <= MAX_COMMAND_REPLY_CHARS else text[: MAX_COMMAND_REPLY_CHARS - 1] + "…"

@@ -42,6 +42,10 @@ class DiscordConfig:
     # Channels (with their threads; categories with their channels) where every message is answered,
     # mention or not. Needs the privileged message-content intent, requested only when this is set.
     respond_to_all: frozenset[int] = field(default_factory=frozenset)
+    # Channels (categories with their channels) that are one conversation: every mention continues
+    # the channel's history, each turn attributed by name. Answers only mentions and replies, so no
+    # privileged intent. Threads are one conversation each wherever they are.
+    channel_memory: frozenset[int] = field(default_factory=frozenset)
     footer: FooterSettings = field(default_factory=FooterSettings)
     shard_count: int | None = None  # set: an AutoShardedClient with this many shards in total
     shard_ids: tuple[int, ...] | None = None  # the shards this process runs (None: all of them)

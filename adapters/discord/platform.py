@@ -46,7 +46,7 @@ GATEWAY_URL_SETTING = "DISCORD_GATEWAY_URL"
 
 ID_LIST_FIELDS = (
     "guild_ids", "allowed_users", "denied_users", "allowed_roles", "denied_roles",
-    "allowed_channels", "denied_channels", "respond_to_all",
+    "allowed_channels", "denied_channels", "respond_to_all", "channel_memory",
 )
 BOOL_FIELDS = {"allow_dms": True, "footer_model": False, "footer_fallback": True, "footer_trimmed": True}
 DISCORD_FIELDS = frozenset({"token", "shard_count", "shard_ids", "edit_interval_s",
@@ -153,6 +153,7 @@ def discord_config(context: TableContext) -> DiscordConfig:
             denied_channels=frozenset(ids["denied_channels"]), allow_dms=flags["allow_dms"],
         ),
         respond_to_all=frozenset(ids["respond_to_all"]),
+        channel_memory=frozenset(ids["channel_memory"]),
         footer=FooterSettings(show_model=flags["footer_model"], show_fallback=flags["footer_fallback"],
                               show_trimmed=flags["footer_trimmed"]),
         shard_count=shard_count,

@@ -8,7 +8,11 @@ message index (I/O) first and passes what it found in, so every rule stays testa
 Conversations: a DM is one conversation (`discord:dm:<channel>`); a thread is one
 (`discord:<guild>:<thread>`); in a plain channel every mention starts a reply chain rooted at that
 message (`discord:<guild>:<channel>:<root message>`) and replies continue it. A channel where the
-bot answers everything is one conversation, like a thread.
+bot answers everything (`respond_to_all`), or one listed in `channel_memory`, is one conversation,
+like a thread ("shared"): there every mention continues the channel's history.
+
+Also here: which reaction is a vote (`vote_of`), and the persona command's words from `/persona`'s
+options (`persona_set_commands`, `persona_unset_command`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Literal
 import discord
 
 from adapters.discord.access import Place, Sender
-from core.types import Author, Command, ConversationKey, IncomingMessage
+from core.feedback import Vote
+from core.types import Attachment, Author, Command, ConversationKey, IncomingMessage
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"  # DMs belong to no guild; their channel id alone identifies them
@@ -30,6 +35,10 @@ THREAD_CHANNEL_TYPES = frozenset({
 # Only what a person types; pins, joins, thread-created notices and the like are not questions.
 CONVERSATIONAL_MESSAGE_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
 MENTION_PATTERN = re.compile(r"[ \t]*<@[!&]?(\d+)>[ \t]*")
+# 👍 / 👎 with any skin tone (Fitzpatrick modifiers U+1F3FB–U+1F3FF) and an optional emoji
+# presentation selector (U+FE0F): Discord names a unicode reaction by the emoji as picked.
+VOTES = {"\N{THUMBS UP SIGN}": Vote.UP, "\N{THUMBS DOWN SIGN}": Vote.DOWN}
+EMOJI_MODIFIERS = re.compile("[\U0001F3FB-\U0001F3FF\uFE0F]")
 
 AddressReason = Literal["dm", "mention", "reply", "channel"]
 
@@ -166,8 +175,8 @@ def addressing(
         fallback_root = own_reference or resolved.id
     if mentioned:
         return Addressed("mention", text, replied_to, fallback_root)
-    if not text:
-        return None  # content hidden (no message-content intent) or nothing but an attachment
+    if not text and not message.attachments:
+        return None  # content hidden: without the message-content intent, files are hidden too
     if to_bot:
         return Addressed("reply", text, replied_to, fallback_root)
     if answer_all:
@@ -175,18 +184,25 @@ def addressing(
     return None
 
 
+def channel_conversation(place: Place) -> ConversationKey:
+    """The conversation key of `place` itself, with no reply chain: a DM, a thread, a shared channel,
+    or the channel a persona belongs to (`core.personas.channel_of`)."""
+    if place.is_dm:
+        return ConversationKey(PLATFORM, DM_WORKSPACE, str(place.channel_id))
+    return ConversationKey(PLATFORM, str(place.guild_id), str(place.channel_id))
+
+
 def conversation_for(
-    place: Place, addressed: Addressed, message_id: int, *, whole_channel: bool,
+    place: Place, addressed: Addressed, message_id: int, *, shared: bool,
     continued: ConversationKey | None,
 ) -> ConversationKey:
     """The conversation of an addressed message. `continued` is what the message index said about
     the replied-to message (or the user's latest chain, for a typed `reset`); it is used only for a
-    chain in this very channel. `whole_channel`: the bot answers everything in this channel."""
-    if place.is_dm:
-        return ConversationKey(PLATFORM, DM_WORKSPACE, str(place.channel_id))
+    chain in this very channel. `shared`: the channel is one conversation (`respond_to_all` or
+    `channel_memory`)."""
+    if place.is_dm or place.is_thread or shared:
+        return channel_conversation(place)
     guild = str(place.guild_id)
-    if place.is_thread or whole_channel:
-        return ConversationKey(PLATFORM, guild, str(place.channel_id))
     if (
         continued is not None and continued.platform == PLATFORM and continued.workspace == guild
         and continued.channel == str(place.channel_id) and continued.thread
@@ -197,27 +213,27 @@ def conversation_for(
 
 
 def command_conversation(
-    place: Place, *, whole_channel: bool, latest: ConversationKey | None
+    place: Place, *, shared: bool, latest: ConversationKey | None
 ) -> ConversationKey | None:
-    """The conversation a slash command in `place` is about: the DM, the thread, the channel the bot
-    answers everything in, else the user's latest reply chain here (None if there is none)."""
-    if place.is_dm:
-        return ConversationKey(PLATFORM, DM_WORKSPACE, str(place.channel_id))
-    if place.is_thread or whole_channel:
-        return ConversationKey(PLATFORM, str(place.guild_id), str(place.channel_id))
+    """The conversation a slash command in `place` is about: the DM, the thread, the shared
+    channel, else the user's latest reply chain here (None if there is none)."""
+    if place.is_dm or place.is_thread or shared:
+        return channel_conversation(place)
     return latest
 
 
 def incoming_message(
     message: discord.Message, *, bot: str, conversation: ConversationKey, text: str, sender: Sender,
+    attachments: tuple[Attachment, ...] = (),
 ) -> IncomingMessage:
     """The engine's view of `message`. The message id is the dedupe key: Discord redelivers events
-    after a gateway resume, and a redelivered message must not be answered twice."""
+    after a gateway resume, and a redelivered message must not be answered twice. In a guild each
+    user turn is attributed by name (`multi_user`): several people may share one conversation."""
     return IncomingMessage(
         bot=bot, platform=PLATFORM, conversation=conversation,
         author=Author(str(sender.user_id), sender.display_name), text=text,
         event_id=f"message:{message.id}", received_at=message.created_at.timestamp(),
-        multi_user=message.guild is not None,
+        multi_user=message.guild is not None, attachments=attachments,
     )
 
 
@@ -232,3 +248,25 @@ def command_message(
         event_id=f"interaction:{interaction_id}", received_at=received_at, multi_user=multi_user,
         command=command,
     )
+
+
+def vote_of(emoji: discord.PartialEmoji) -> Vote | None:
+    """👍 / 👎 (any skin tone) as a vote; None for every other emoji, custom ones included."""
+    if emoji.id is not None or not emoji.name:
+        return None
+    return VOTES.get(EMOJI_MODIFIERS.sub("", emoji.name))
+
+
+def persona_set_commands(
+    *, model: str | None, fallbacks: str | None, prompt: str | None
+) -> list[str]:
+    """`/persona set`'s options as `core.personas` commands, one per option given, in a fixed order
+    (model, fallbacks, prompt). Fallbacks are model names separated by spaces or commas, or `none`."""
+    given = {"model": model, "fallbacks": fallbacks, "prompt": prompt}
+    return [f"set {field} {value.strip()}" for field, value in given.items()
+            if value is not None and value.strip()]
+
+
+def persona_unset_command(field: str) -> str:
+    """`/persona unset`'s choice as a `core.personas` command."""
+    return f"unset {field}"

@@ -43,6 +43,13 @@ Things to know about discord.py 2.7 when testing against this fake
   whose ``Content-Type`` is *exactly* ``application/json`` (otherwise it assumes a Cloudflare ban and
   raises). Both are done here. discord.py then sleeps ``retry_after`` (from the JSON body) and retries the
   same request in place, so a rate-limited ``message.edit()`` simply takes longer and lands.
+* Attachment URLs point at the fake itself (``http://127.0.0.1:PORT/attachments/<channel>/<id>/<name>``,
+  with the ``ex``/``is``/``hm`` query Discord's signed CDN URLs carry) and ``GET`` on them serves the bytes:
+  files a test attaches with :meth:`FakeDiscord.attachment` and files the bot uploads. Unknown or unsigned
+  URLs get 404, as an expired signed URL does on Discord's CDN. Downloads are recorded in
+  ``attachment_downloads``; they are not REST calls (no ``Authorization`` header, not in ``calls``).
+* Reactions: :meth:`FakeDiscord.send_reaction` dispatches MESSAGE_REACTION_ADD / MESSAGE_REACTION_REMOVE
+  shaped like Discord's (``member`` and ``message_author_id`` on adds only), filtered by the reaction intents.
 * Bot-authored messages are echoed back over the gateway (MESSAGE_CREATE / MESSAGE_UPDATE / MESSAGE_DELETE)
   like Discord does, so ``on_message`` sees the bot's own replies (``echo_bot_messages=False`` to stop).
 * Interactions must be answered within ``interaction_deadline`` seconds (default 3.0, like Discord) or the
@@ -455,6 +462,8 @@ class FakeDiscord:
         self.content_history: dict[str, list[str]] = {}  # message id -> every content, oldest first
         self.deleted_message_ids: list[str] = []
         self.reactions: dict[str, list[str]] = {}  # message id -> emojis the bot added (in order)
+        self.files: dict[str, tuple[bytes, str | None]] = {}  # attachment URL path -> (bytes, content type)
+        self.attachment_downloads: list[str] = []  # URL paths of every attachment GET, in order
         self.typing_channels: list[str] = []  # channel ids of POST /channels/{id}/typing, in order
 
         # channels / users
@@ -486,6 +495,7 @@ class FakeDiscord:
         self._connections: list[_Connection] = []
 
         self._snowflake_last = 0
+        self._file_secret = secrets.token_hex(16)
         self._cond = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -637,6 +647,102 @@ class FakeDiscord:
         async with self._cond:
             self._cond.notify_all()
 
+    def attachment(
+        self,
+        filename: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        channel_id: str = "0",
+        size: int | None = None,
+    ) -> dict[str, Any]:
+        """An attachment object for a message a test sends (``send_message_create(attachments=[...])``),
+        its bytes served by the fake at the signed ``url`` (and ``proxy_url``). ``size`` overrides the
+        reported size (Discord reports the real one; a test may want a file that claims otherwise)."""
+        aid = self._snowflake()
+        return self._store_file(channel_id, aid, filename, data, content_type, size=size)
+
+    def _store_file(
+        self, channel_id: str, aid: str, filename: str, data: bytes, content_type: str | None,
+        *, size: int | None = None,
+    ) -> dict[str, Any]:
+        # The shape of https://discord.com/developers/docs/resources/message#attachment-object; the URL
+        # is signed like https://discord.com/developers/docs/reference#signed-attachment-cdn-urls.
+        path = f"/attachments/{channel_id}/{aid}/{filename}"
+        self.files[path] = (data, content_type)
+        url = f"http://127.0.0.1:{self.port}{path}?{self._signature(path)}"
+        payload: dict[str, Any] = {
+            "id": aid,
+            "filename": filename,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+            "flags": 0,
+        }
+        if content_type is not None:
+            payload["content_type"] = content_type
+        return payload
+
+    def _signature(self, path: str) -> str:
+        issued = int(time.time())
+        expires = issued + 24 * 3600
+        mac = hashlib.sha256(f"{self._file_secret}|{path}|{expires:x}".encode()).hexdigest()
+        return f"ex={expires:x}&is={issued:x}&hm={mac}&"
+
+    def _serve_file(self, request: web.Request) -> web.Response:
+        """``GET`` on an attachment URL: the bytes, if the path is known and the signature valid."""
+        path = request.path
+        self.attachment_downloads.append(path)
+        stored = self.files.get(path)
+        expires = request.query.get("ex", "")
+        expected = hashlib.sha256(f"{self._file_secret}|{path}|{expires}".encode()).hexdigest()
+        valid = bool(expires) and request.query.get("hm") == expected and int(expires, 16) >= time.time()
+        if request.method not in ("GET", "HEAD") or stored is None or not valid:
+            return web.Response(status=404, text="This content is no longer available.")
+        data, content_type = stored
+        return web.Response(body=data, content_type=(content_type or "application/octet-stream").split(";")[0])
+
+    async def send_reaction(
+        self,
+        *,
+        channel_id: str,
+        message_id: str,
+        emoji: str,
+        user: dict[str, Any] | None = None,
+        added: bool = True,
+        emoji_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Dispatch MESSAGE_REACTION_ADD (``added``) or MESSAGE_REACTION_REMOVE for ``user`` (default
+        alice) reacting with ``emoji`` (a unicode emoji, or a custom emoji's name with ``emoji_id``) on
+        a stored message; returns the payload. Like Discord
+        (https://discord.com/developers/docs/events/gateway-events#message-reaction-add): ``member``
+        (in a guild) and ``message_author_id`` only on adds. Replaying the same add is allowed (a
+        resumed gateway can redeliver it); the fake does not track who reacted."""
+        msg = self.messages.get(str(message_id))
+        if msg is None or msg["channel_id"] != str(channel_id):
+            raise KeyError(f"no live message {message_id} in channel {channel_id}")
+        user = user or self.human()
+        self._remember_user(user)
+        gid = self._channel_guild.get(str(channel_id))
+        data: dict[str, Any] = {
+            "user_id": str(user["id"]),
+            "channel_id": str(channel_id),
+            "message_id": str(message_id),
+            "emoji": {"id": emoji_id, "name": emoji, **({"animated": False} if emoji_id else {})},
+            "burst": False,
+            "type": 0,
+        }
+        if gid is not None:
+            data["guild_id"] = gid
+        if added:
+            data["burst_colors"] = []
+            data["message_author_id"] = msg["author"]["id"]
+            if gid is not None:
+                data["member"] = self._member_payload(gid, user)
+        await self.dispatch("MESSAGE_REACTION_ADD" if added else "MESSAGE_REACTION_REMOVE", data)
+        await self.notify()
+        return data
+
     # ------------------------------------------------------------------ injection (gateway)
 
     async def dispatch(self, event: str, data: dict[str, Any], *, respect_intents: bool = True) -> None:
@@ -729,7 +835,10 @@ class FakeDiscord:
         ``guild_id`` defaults to the guild owning ``channel_id`` (otherwise a bot-DM interaction).
         ``data.id`` / ``data.guild_id`` follow what was registered through the commands routes: a guild
         command gets ``data.guild_id``; an unregistered command in a guild also gets it (discord.py's
-        tree falls back to global commands).
+        tree falls back to global commands). ``member.permissions`` are the member's guild-wide
+        permissions (the fake has no channel overwrites). A command's ``default_member_permissions``
+        is not applied: server admins can override it per command (Server Settings → Integrations),
+        so a bot must check the permissions itself, and tests send what they like.
         """
         cid = str(channel_id)
         user = user or self.human()
@@ -1347,6 +1456,7 @@ class FakeDiscord:
                             "filename": part.filename,
                             "size": len(data),
                             "content_type": part.headers.get("Content-Type"),
+                            "data": data,
                         }
                     )
             return body, files
@@ -1444,6 +1554,10 @@ class FakeDiscord:
         path = request.path
         if path.rstrip("/") == "/gateway" and request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._handle_gateway(request)
+        if path.startswith("/attachments/"):
+            response = self._serve_file(request)
+            await self.notify()
+            return response
 
         at = time.monotonic()
         method = request.method.upper()
@@ -1595,25 +1709,14 @@ class FakeDiscord:
             raise _ApiError(400, 50006)
         return content
 
-    @staticmethod
     def _attachments_from(
-        files: list[dict[str, Any]], channel_id: str, ids: Iterator[str]
+        self, files: list[dict[str, Any]], channel_id: str, ids: Iterator[str]
     ) -> list[dict[str, Any]]:
-        out = []
-        for f in files:
-            aid = next(ids)
-            url = f"https://cdn.discordapp.com/attachments/{channel_id}/{aid}/{f['filename']}"
-            out.append(
-                {
-                    "id": aid,
-                    "filename": f["filename"],
-                    "size": f["size"],
-                    "url": url,
-                    "proxy_url": url,
-                    "content_type": f.get("content_type"),
-                }
-            )
-        return out
+        """Attachment objects for files the bot uploaded, served like any other attachment."""
+        return [
+            self._store_file(channel_id, next(ids), f["filename"], f["data"], f.get("content_type"))
+            for f in files
+        ]
 
     def _snowflakes(self) -> Iterator[str]:
         while True:
@@ -1853,7 +1956,11 @@ class FakeDiscord:
                 "name": name,
                 "description": description,
                 "options": raw.get("options", []),
-                "default_member_permissions": raw.get("default_member_permissions"),
+                # A permission bit set as a string, whatever number form was sent (like Discord).
+                "default_member_permissions": (
+                    None if raw.get("default_member_permissions") is None
+                    else str(int(raw["default_member_permissions"]))
+                ),
                 "dm_permission": raw.get("dm_permission", True),
                 "contexts": raw.get("contexts"),
                 "integration_types": raw.get("integration_types", [0]),

@@ -368,3 +368,91 @@ async def test_more_routes_and_bucket_limits() -> None:
             assert dm.channel.id == int(fake.dm_channel_id("5000"))
             assert [m["content"] for m in fake.bot_messages(fake.dm_channel_id("5000"))] == ["hello alice"]
             assert fake.internal_errors == []
+
+
+async def test_attachments_are_served_at_their_signed_urls(fake: FakeDiscord) -> None:
+    """discord.py's own `Attachment.read()` downloads a test's file and a file the bot uploaded from
+    the fake (127.0.0.1); the URL's signature is checked, like Discord's CDN."""
+    async with running(fake, RecordingClient(intents=discord.Intents.default())) as client:
+        png = fake.attachment("cat.png", b"\x89PNG-bytes", content_type="image/png", channel_id="3000")
+        assert png["url"].startswith(f"http://127.0.0.1:{fake.port}/attachments/3000/{png['id']}/cat.png?ex=")
+        await fake.send_message_create(channel_id="3000", content="<@1000> look", mentions=[fake.bot_user],
+                                       attachments=[png])
+        message = await next_message(client, from_human)
+        [attachment] = message.attachments
+        assert (attachment.filename, attachment.content_type, attachment.size) == ("cat.png", "image/png", 10)
+        assert await attachment.read() == b"\x89PNG-bytes"
+        assert fake.attachment_downloads == [f"/attachments/3000/{png['id']}/cat.png"]
+
+        hidden = fake.attachment("secret.txt", b"s", content_type="text/plain", channel_id="3001")
+        await fake.send_message_create(channel_id="3001", content="no mention", attachments=[hidden])
+        redacted = await next_message(client, from_human)
+        assert redacted.attachments == []  # no message-content intent: files are hidden too
+
+        channel = client.get_channel(3000)
+        assert isinstance(channel, discord.TextChannel)
+        sent = await channel.send("file", file=discord.File(io.BytesIO(b"uploaded"), filename="up.txt"))
+        assert await sent.attachments[0].read() == b"uploaded"
+
+        async with aiohttp.ClientSession() as session:
+            async with session.get(png["url"].split("?")[0]) as resp:  # unsigned
+                assert resp.status == 404
+            async with session.get(png["url"].replace("hm=", "hm=0")) as resp:  # bad signature
+                assert resp.status == 404
+        assert fake.calls_matching("GET", "/attachments/") == []  # downloads are not REST calls
+
+
+class ReactionClient(RecordingClient):
+    def __init__(self, *, intents: discord.Intents) -> None:
+        super().__init__(intents=intents)
+        self.reactions: asyncio.Queue[discord.RawReactionActionEvent] = asyncio.Queue()
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self.reactions.put(payload)
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        await self.reactions.put(payload)
+
+
+async def test_reaction_events(fake: FakeDiscord) -> None:
+    """MESSAGE_REACTION_ADD / _REMOVE reach discord.py's raw reaction events, shaped like Discord's
+    (member and message author on adds only), in guilds and DMs alike."""
+    client = ReactionClient(intents=discord.Intents.default())
+    async with running(fake, client):
+        sent = await fake.send_message_create(channel_id="3000", content="react to me")
+        await fake.send_reaction(channel_id="3000", message_id=sent["id"], emoji="👍🏽")
+        async with asyncio.timeout(TIMEOUT):
+            added = await client.reactions.get()
+        assert added.event_type == "REACTION_ADD" and added.emoji.name == "👍🏽" and added.emoji.id is None
+        assert (added.message_id, added.channel_id, added.guild_id, added.user_id) == (
+            int(sent["id"]), 3000, 2000, 5000)
+        assert added.member is not None and added.member.id == 5000 and added.message_author_id == 5000
+
+        await fake.send_reaction(channel_id="3000", message_id=sent["id"], emoji="👍🏽", added=False)
+        async with asyncio.timeout(TIMEOUT):
+            removed = await client.reactions.get()
+        assert removed.event_type == "REACTION_REMOVE" and removed.member is None
+        assert removed.message_author_id is None
+
+        dm = fake.dm_channel_id("5000")
+        in_dm = await fake.send_message_create(channel_id=dm, content="dm")
+        await fake.send_reaction(channel_id=dm, message_id=in_dm["id"], emoji="tada", emoji_id="42")
+        async with asyncio.timeout(TIMEOUT):
+            custom = await client.reactions.get()
+        assert custom.guild_id is None and custom.emoji.id == 42 and custom.emoji.name == "tada"
+        with pytest.raises(KeyError):
+            await fake.send_reaction(channel_id="3001", message_id=sent["id"], emoji="👍")
+
+
+async def test_reactions_need_their_intents(fake: FakeDiscord) -> None:
+    """Without the reaction intents the events are not sent at all."""
+    intents = with_content()
+    intents.reactions = False
+    client = ReactionClient(intents=intents)
+    async with running(fake, client):
+        sent = await fake.send_message_create(channel_id="3000", content="react to me")
+        await fake.send_reaction(channel_id="3000", message_id=sent["id"], emoji="👍")
+        # Events are handled in order: once a later message arrived, a reaction event would have too.
+        await fake.send_message_create(channel_id="3000", content="marker")
+        await next_message(client, lambda m: m.content == "marker")
+        assert client.reactions.empty()

@@ -1,6 +1,7 @@
 """Fixtures for the Discord adapter: the fake Discord (REST + gateway) with discord.py pointed at it,
 and a factory that starts a `DiscordBot` on real Redis and the fake chat API, waits until it is
-ready, and stops it afterwards. `Outcomes` lets a test wait for what became of a message."""
+ready, and stops it afterwards. `Outcomes` lets a test wait for what became of a message (and, in
+`RunningBot.reactions`, of a reaction)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class RunningBot:
     outcomes: Outcomes
     engine: ConversationEngine
     config: DiscordConfig
+    reactions: Outcomes = field(default_factory=Outcomes)  # keyed by the reacted-to message
 
 
 BotStarter = Callable[..., Awaitable[RunningBot]]
@@ -86,15 +88,15 @@ async def start_bot(
     async def start(*, engine: ConversationEngine | None = None, **overrides: Any) -> RunningBot:
         config = replace(TEST_CONFIG, **overrides)
         engine = engine or make_engine(platform="discord")
-        outcomes = Outcomes()
+        outcomes, reactions = Outcomes(), Outcomes()
         bot = DiscordBot(
             engine, config, index=MessageIndex(redis, keys, ttl_s=engine.profile.history.ttl_s),
-            coordination=RedisCoordination(redis, keys), observer=outcomes,
+            coordination=RedisCoordination(redis, keys), observer=outcomes, reactions=reactions,
         )
         running.append(bot)
         await bot.start()
         await asyncio.wait_for(bot.wait_until_ready(), WAIT_S)
-        return RunningBot(bot, outcomes, engine, config)
+        return RunningBot(bot, outcomes, engine, config, reactions)
 
     yield start
     for bot in running:

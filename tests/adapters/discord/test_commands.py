@@ -57,13 +57,13 @@ class TestRegistration:
     async def test_guild_ids_register_in_those_guilds(self, fake: FakeDiscord, start_bot: BotStarter) -> None:
         """With guild_ids the commands are guild commands (available at once), not global."""
         await start_bot(guild_ids=(int(GUILD),))
-        assert {c["name"] for c in fake.guild_commands[GUILD]} == {"reset", "help"}
+        assert {c["name"] for c in fake.guild_commands[GUILD]} == {"reset", "help", "persona"}
         assert fake.global_commands == []
 
     async def test_no_guild_ids_register_globally(self, fake: FakeDiscord, start_bot: BotStarter) -> None:
         """Without guild_ids the commands are global."""
         await start_bot()
-        assert {c["name"] for c in fake.global_commands} == {"reset", "help"}
+        assert {c["name"] for c in fake.global_commands} == {"reset", "help", "persona"}
         assert fake.guild_commands == {}
 
     async def test_a_refusing_guild_does_not_cost_the_next_its_commands(
@@ -73,7 +73,7 @@ class TestRegistration:
         listed after it still gets its commands."""
         running = await start_bot(guild_ids=(9999, int(GUILD)))
         assert [c.status for c in fake.calls_matching("PUT", "/guilds/9999/commands")] == [403]
-        assert {c["name"] for c in fake.guild_commands[GUILD]} == {"reset", "help"}
+        assert {c["name"] for c in fake.guild_commands[GUILD]} == {"reset", "help", "persona"}
         assert running.bot.ready
 
 

@@ -16,8 +16,11 @@ from adapters.discord.redaction import REDACTED, redact_tokens
 from adapters.discord.sink import footer_text
 from adapters.discord.translate import (
     Addressed,
+    channel_conversation,
     command_conversation,
     conversation_for,
+    persona_set_commands,
+    persona_unset_command,
     strip_mentions,
 )
 from core.types import ConversationKey, ReplyInfo
@@ -57,51 +60,59 @@ class TestConversationKeys:
     def test_dm_is_its_channel(self) -> None:
         """Every DM message is one conversation, whatever it replies to."""
         addressed = Addressed("dm", "hi", replied_to=77)
-        assert conversation_for(DM, addressed, 1, whole_channel=False, continued=None) == ConversationKey(
+        assert conversation_for(DM, addressed, 1, shared=False, continued=None) == ConversationKey(
             "discord", "dm", "9000")
 
     def test_thread_is_the_thread(self) -> None:
         """In a thread a reply or a new mention alike belong to the thread."""
         for addressed in (Addressed("mention", "hi", None), Addressed("reply", "hi", 5, fallback_root=4)):
-            assert conversation_for(THREAD, addressed, 1, whole_channel=False, continued=None) == \
+            assert conversation_for(THREAD, addressed, 1, shared=False, continued=None) == \
                 ConversationKey("discord", "2000", "3100")
 
     def test_plain_mention_roots_a_chain(self) -> None:
         """A mention in a channel starts a chain rooted at that very message."""
-        key = conversation_for(GENERAL, Addressed("mention", "hi", None), 42, whole_channel=False, continued=None)
+        key = conversation_for(GENERAL, Addressed("mention", "hi", None), 42, shared=False, continued=None)
         assert key == ConversationKey("discord", "2000", "3000", "42")
 
     def test_index_wins_over_the_event(self) -> None:
         """A reply continues what the message index remembered for the replied-to message."""
         known = ConversationKey("discord", "2000", "3000", "10")
         addressed = Addressed("reply", "more", replied_to=30, fallback_root=20)
-        assert conversation_for(GENERAL, addressed, 40, whole_channel=False, continued=known) == known
+        assert conversation_for(GENERAL, addressed, 40, shared=False, continued=known) == known
 
     def test_event_fallback_without_the_index(self) -> None:
         """Unknown to the index: the bot message's own reference roots the chain."""
         addressed = Addressed("reply", "more", replied_to=30, fallback_root=20)
-        assert conversation_for(GENERAL, addressed, 40, whole_channel=False, continued=None) == \
+        assert conversation_for(GENERAL, addressed, 40, shared=False, continued=None) == \
             ConversationKey("discord", "2000", "3000", "20")
 
     def test_remembered_chain_of_another_channel_is_ignored(self) -> None:
         """A conversation from another channel never leaks into this one."""
         elsewhere = ConversationKey("discord", "2000", "3001", "10")
-        key = conversation_for(GENERAL, Addressed("mention", "x", 9), 40, whole_channel=False, continued=elsewhere)
+        key = conversation_for(GENERAL, Addressed("mention", "x", 9), 40, shared=False, continued=elsewhere)
         assert key == ConversationKey("discord", "2000", "3000", "40")
 
     def test_whole_channel(self) -> None:
         """Where the bot answers everything, the channel is the conversation."""
-        key = conversation_for(GENERAL, Addressed("channel", "x", None), 40, whole_channel=True, continued=None)
+        key = conversation_for(GENERAL, Addressed("channel", "x", None), 40, shared=True, continued=None)
         assert key == ConversationKey("discord", "2000", "3000")
+
+    def test_shared_channel_ignores_the_chain(self) -> None:
+        """In a `channel_memory` channel a mention, even a reply to a known chain, is the channel's."""
+        known = ConversationKey("discord", "2000", "3000", "10")
+        key = conversation_for(GENERAL, Addressed("mention", "x", 9), 40, shared=True, continued=known)
+        assert key == ConversationKey("discord", "2000", "3000") == channel_conversation(GENERAL)
+        assert command_conversation(GENERAL, shared=True, latest=known) == channel_conversation(GENERAL)
+        assert channel_conversation(DM) == ConversationKey("discord", "dm", "9000")
 
     def test_commands(self) -> None:
         """A command in a DM or thread means that conversation; in a channel the latest chain, if any."""
         latest = ConversationKey("discord", "2000", "3000", "10")
-        assert command_conversation(DM, whole_channel=False, latest=None) == ConversationKey("discord", "dm", "9000")
-        assert command_conversation(THREAD, whole_channel=False, latest=latest) == ConversationKey(
+        assert command_conversation(DM, shared=False, latest=None) == ConversationKey("discord", "dm", "9000")
+        assert command_conversation(THREAD, shared=False, latest=latest) == ConversationKey(
             "discord", "2000", "3100")
-        assert command_conversation(GENERAL, whole_channel=False, latest=latest) == latest
-        assert command_conversation(GENERAL, whole_channel=False, latest=None) is None
+        assert command_conversation(GENERAL, shared=False, latest=latest) == latest
+        assert command_conversation(GENERAL, shared=False, latest=None) is None
 
 
 class TestAccessPolicy:
@@ -280,3 +291,17 @@ class TestTokenRedaction:
     def test_redact(self, line: str, expected: str) -> None:
         """Webhook and interaction paths, dict and JSON payloads; other routes untouched."""
         assert redact_tokens(line) == expected
+
+
+class TestPersonaOptions:
+    """`/persona` options as the core's command words."""
+
+    def test_set(self) -> None:
+        """One command per option given, model first; blank options are not given."""
+        assert persona_set_commands(model=None, fallbacks=None, prompt=None) == []
+        assert persona_set_commands(model=" m ", fallbacks="a, b", prompt="Be  brief.") == [
+            "set model m", "set fallbacks a, b", "set prompt Be  brief."]
+        assert persona_set_commands(model="", fallbacks="none", prompt=None) == ["set fallbacks none"]
+
+    def test_unset(self) -> None:
+        assert persona_unset_command("all") == "unset all"

@@ -85,6 +85,7 @@ denied_roles = [4001]
 allowed_channels = [2999]
 denied_channels = [3000]
 respond_to_all = [3001]
+channel_memory = ["3000", 2999]
 allow_dms = false
 footer_model = true
 footer_fallback = false
@@ -99,6 +100,7 @@ edit_interval_s = 2
         assert config.access.allowed_roles == {4000} and config.access.denied_roles == {4001}
         assert config.access.allowed_channels == {2999} and config.access.denied_channels == {3000}
         assert not config.access.allow_dms and config.respond_to_all == {3001}
+        assert config.channel_memory == {3000, 2999}
         assert (config.footer.show_model, config.footer.show_fallback, config.footer.show_trimmed) == (
             True, False, False)
         assert config.shard_count == 4 and config.shard_ids == (2, 3) and not config.syncs_commands
@@ -109,13 +111,15 @@ edit_interval_s = 2
         config = discord_config(table_of(parse_definition(Path("bot.toml"), HEADER, {})))
         assert config.access.allow_dms and config.guild_ids == () and config.shard_count is None
         assert config.edit_interval_s == 1.2 and not config.footer.show_model and config.footer.show_fallback
-        assert config.syncs_commands
+        assert config.syncs_commands and config.channel_memory == frozenset()
 
     @pytest.mark.parametrize(("extra", "field"), [
         ("tokn = 'x'\n", "discord.tokn"),
         ("guild_ids = ['abc']\n", "discord.guild_ids[0]"),
         ("guild_ids = '2000'\n", "discord.guild_ids"),
         ("denied_roles = [0]\n", "discord.denied_roles[0]"),
+        ("channel_memory = ['general']\n", "discord.channel_memory[0]"),
+        ("channel_memory = 3000\n", "discord.channel_memory"),
         ("allow_dms = 'yes'\n", "discord.allow_dms"),
         ("shard_ids = [0]\n", "discord.shard_ids"),
         ("shard_count = 2\nshard_ids = [2]\n", "discord.shard_ids"),
@@ -177,7 +181,7 @@ class TestUrls:
                     await asyncio.wait_for(bot.wait_until_ready(), WAIT_S)
                     assert bot.ready
                     assert fake.identifies[0]["token"] == TOKEN
-                    assert {c["name"] for c in fake.guild_commands["2000"]} == {"reset", "help"}
+                    assert {c["name"] for c in fake.guild_commands["2000"]} == {"reset", "help", "persona"}
                     sent = await fake.send_message_create(channel_id=GENERAL, content="<@1000> ping",
                                                           mentions=mention(fake))
                     await fake.wait_for(lambda: any(
@@ -207,7 +211,7 @@ class TestSharding:
         running = await start_bot(shard_count=2, shard_ids=(0,))
         assert isinstance(running.bot.client, discord.AutoShardedClient)
         assert [i["shard"] for i in fake.identifies] == [[0, 2]]
-        assert {c["name"] for c in fake.global_commands} == {"reset", "help"}
+        assert {c["name"] for c in fake.global_commands} == {"reset", "help", "persona"}
         dm = fake.dm_channel_id(ALICE)  # DMs always arrive on shard 0
         sent = await fake.send_message_create(channel_id=dm, content="hello shard")
         assert await running.outcomes.of(sent["id"]) == "answered"
