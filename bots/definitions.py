@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,14 +204,21 @@ def _fallbacks(file: str, data: Mapping[str, Any], model: str) -> tuple[str, ...
     return tuple(m.strip() for m in fallbacks)
 
 
-def _history(file: str, data: Mapping[str, Any]) -> HistoryLimits:
-    history_raw = data.get("history", {})
-    if not isinstance(history_raw, dict):
-        raise DefinitionError(file, "history", "expected a table")
+def _table(file: str, data: Mapping[str, Any], name: str, fields: Collection[str]
+           ) -> tuple[Mapping[str, Any], Problems]:
+    """An optional `[name]` table (empty when absent), with one problem per unknown field."""
+    raw = data.get(name, {})
+    if not isinstance(raw, dict):
+        raise DefinitionError(file, name, "expected a table")
     problems = Problems()
-    for key in sorted(set(history_raw) - HISTORY_FIELDS):
-        problems.add(DefinitionError(file, f"history.{key}",
-                                     f"unknown field; expected {sorted(HISTORY_FIELDS)}"))
+    for key in sorted(set(raw) - set(fields)):
+        problems.add(DefinitionError(file, f"{name}.{key}",
+                                     f"unknown field; expected one of {sorted(fields)}"))
+    return raw, problems
+
+
+def _history(file: str, data: Mapping[str, Any]) -> HistoryLimits:
+    history_raw, problems = _table(file, data, "history", HISTORY_FIELDS)
     max_messages = problems.attempt(lambda: _positive_int(
         file, history_raw, "max_messages", DEFAULT_MAX_MESSAGES, "history.max_messages"),
         DEFAULT_MAX_MESSAGES)
@@ -227,17 +234,11 @@ def _history(file: str, data: Mapping[str, Any]) -> HistoryLimits:
 
 def _attachments(file: str, data: Mapping[str, Any]) -> AttachmentLimits:
     """`vision` (top level) and the `[attachments]` table over their defaults."""
+    raw, problems = _table(file, data, "attachments", ATTACHMENT_FIELDS)
     vision = data.get("vision", False)
-    problems = Problems()
     if not isinstance(vision, bool):
         problems.add(DefinitionError(file, "vision", f"expected true or false, got {vision!r}"))
         vision = False
-    raw = data.get("attachments", {})
-    if not isinstance(raw, dict):
-        raise DefinitionError(file, "attachments", "expected a table")
-    for key in sorted(set(raw) - set(ATTACHMENT_FIELDS)):
-        problems.add(DefinitionError(file, f"attachments.{key}",
-                                     f"unknown field; expected one of {list(ATTACHMENT_FIELDS)}"))
     defaults = AttachmentLimits()
     values: dict[str, int] = {}
     for key in ATTACHMENT_FIELDS:
@@ -250,13 +251,7 @@ def _attachments(file: str, data: Mapping[str, Any]) -> AttachmentLimits:
 
 def _personas(file: str, data: Mapping[str, Any]) -> PersonaPolicy:
     """The `[personas]` table: who may set a channel's persona, and which extra models it may use."""
-    raw = data.get("personas", {})
-    if not isinstance(raw, dict):
-        raise DefinitionError(file, "personas", "expected a table")
-    problems = Problems()
-    for key in sorted(set(raw) - PERSONA_FIELDS):
-        problems.add(DefinitionError(file, f"personas.{key}",
-                                     f"unknown field; expected one of {sorted(PERSONA_FIELDS)}"))
+    raw, problems = _table(file, data, "personas", PERSONA_FIELDS)
     lists: dict[str, tuple[str, ...]] = {}
     for key in sorted(PERSONA_FIELDS):
         value = raw.get(key, [])
@@ -278,12 +273,7 @@ def _limits(file: str, data: Mapping[str, Any], platform: str, *, limited: bool)
         return None
     if raw is None:
         return TurnLimits()
-    if not isinstance(raw, dict):
-        raise DefinitionError(file, "limits", "expected a table")
-    problems = Problems()
-    for key in sorted(set(raw) - set(LIMIT_FIELDS)):
-        problems.add(DefinitionError(file, f"limits.{key}",
-                                     f"unknown field; expected one of {list(LIMIT_FIELDS)}"))
+    raw, problems = _table(file, data, "limits", LIMIT_FIELDS)
     values: dict[str, int] = {}
     for key in LIMIT_FIELDS:
         value = raw.get(key, getattr(TurnLimits(), key))

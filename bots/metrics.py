@@ -80,7 +80,8 @@ class Metrics:
                                registry=r)
         self.redis_up = Gauge("lunos_redis_up", "1 when Redis answered the last readiness check", registry=r)
         self.first_token = Histogram(
-            "lunos_time_to_first_token_seconds", "Chat request sent → first token (fallbacks included)",
+            "lunos_time_to_first_token_seconds",
+            "Chat request sent → first answer token (reasoning excluded, fallbacks included)",
             ["bot"], buckets=FIRST_TEXT_BUCKETS_S, registry=r)
         self.added_latency = Histogram(
             "lunos_added_latency_seconds", "Platform event → first text the user sees", ["bot"],

@@ -251,7 +251,7 @@ class ConversationEngine:
                 if command is Command.RESET:
                     outcome = await self._reset(message, reply)
                 elif command is Command.HELP:
-                    reply.end(note=await self.help_for(message.conversation))
+                    reply.end(note=await self.help_for(message.persona_channel or message.conversation))
                     await reply.posts_landed()
                     outcome = TurnOutcome(status="command")
                 else:
@@ -379,7 +379,8 @@ class ConversationEngine:
     async def _answer(self, message: IncomingMessage, reply: ReplyStream) -> TurnOutcome:
         started = self._clock()
         (history, degraded, seeded), author_name, persona, files = await asyncio.gather(
-            self._load_history(message), self._author_name(message), self._persona_of(message.conversation),
+            self._load_history(message), self._author_name(message),
+            self._persona_of(message.persona_channel or message.conversation),
             self._read_attachments(message),
         )
         profile = persona.apply(self.profile) if persona is not None else self.profile

@@ -158,6 +158,9 @@ class IncomingMessage:
     resolve_author: AuthorResolver | None = field(default=None, compare=False)
     command: Command | None = None
     attachments: tuple[Attachment, ...] = ()  # files and images sent with the message
+    # The channel whose persona (`core.personas`) this message is answered with, when it is not the
+    # conversation's own channel: a Discord thread is a channel of its own inside its parent.
+    persona_channel: ConversationKey | None = None
 
     def __post_init__(self) -> None:
         # A file sent without a caption is a question about the file, not a request for help.

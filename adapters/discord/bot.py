@@ -37,13 +37,13 @@ from adapters.discord.translate import (
     Addressed,
     addressing,
     bot_can_send,
-    channel_conversation,
     command_conversation,
     command_message,
     conversation_for,
     incoming_message,
     latest_ref,
     message_ref,
+    persona_channel,
     persona_set_commands,
     persona_unset_command,
     place_of,
@@ -321,7 +321,7 @@ class DiscordBot:
         files = attachments_of(message.attachments,
                                read=lambda url: self._files.read(url, max_bytes=max_bytes))
         incoming = incoming_message(message, bot=self.name, conversation=conversation, text=text,
-                                    sender=sender, attachments=files)
+                                    sender=sender, attachments=files, persona=persona_channel(place))
         outcome = await self._engine.handle(incoming, sink)
         return outcome.status
 
@@ -458,7 +458,7 @@ class DiscordBot:
         if refusal is not None:
             text = refusal.value
         else:
-            text = await self._engine.help_for(channel_conversation(place))
+            text = await self._engine.help_for(persona_channel(place))
         await interaction.response.send_message(_fit(text), ephemeral=True)
 
     async def _persona_command(
@@ -483,7 +483,7 @@ class DiscordBot:
             return
         # Defer first: the answer waits for Redis, and Discord wants an acknowledgement within 3 s.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        channel = channel_conversation(place)
+        channel = persona_channel(place)
         with self._replies.bind(conversation=str(channel)):
             replies = [await self._engine.persona_command(channel, text, admin=admin) for text in commands]
             log.info("discord.persona_command", user=sender.user_id, channel=place.channel_id,

@@ -184,6 +184,14 @@ def addressing(
     return None
 
 
+def persona_channel(place: Place) -> ConversationKey:
+    """The channel whose persona applies in `place`: a thread follows its parent channel, as a
+    Slack thread follows its channel (`core.personas` keeps one persona per channel)."""
+    if place.is_thread and place.parent_id is not None and not place.is_dm:
+        return ConversationKey(PLATFORM, str(place.guild_id), str(place.parent_id))
+    return channel_conversation(place)
+
+
 def channel_conversation(place: Place) -> ConversationKey:
     """The conversation key of `place` itself, with no reply chain: a DM, a thread, a shared channel,
     or the channel a persona belongs to (`core.personas.channel_of`)."""
@@ -224,7 +232,7 @@ def command_conversation(
 
 def incoming_message(
     message: discord.Message, *, bot: str, conversation: ConversationKey, text: str, sender: Sender,
-    attachments: tuple[Attachment, ...] = (),
+    attachments: tuple[Attachment, ...] = (), persona: ConversationKey | None = None,
 ) -> IncomingMessage:
     """The engine's view of `message`. The message id is the dedupe key: Discord redelivers events
     after a gateway resume, and a redelivered message must not be answered twice. In a guild each
@@ -233,7 +241,7 @@ def incoming_message(
         bot=bot, platform=PLATFORM, conversation=conversation,
         author=Author(str(sender.user_id), sender.display_name), text=text,
         event_id=f"message:{message.id}", received_at=message.created_at.timestamp(),
-        multi_user=message.guild is not None, attachments=attachments,
+        multi_user=message.guild is not None, attachments=attachments, persona_channel=persona,
     )
 
 

@@ -34,6 +34,7 @@ from bots.runner import HealthServer
 from bots.services import Services
 from bots.settings import DEFAULT_SHUTDOWN_GRACE_S, Settings, SettingsError
 from core.errors import DefinitionError, InvalidDefinition
+from core.feedback import Vote
 from core.limits import TurnLimits
 from core.redis_keys import RedisKeys
 from core.types import Author, ConversationKey, IncomingMessage
@@ -158,6 +159,34 @@ class TestUsageJson:
         assert 'lunos_added_latency_seconds_count{bot="ops"} 3.0' in text
         assert 'lunos_final_text_lag_seconds_count{bot="ops"} 3.0' in text
         assert 'lunos_replies_in_flight{bot="ops"} 0.0' in text
+
+
+class TestFeedback:
+    """👍 / 👎 reach `usage --json` beside the tokens, and /metrics."""
+
+    async def test_votes_in_usage_json_and_metrics(self, chat_api: FakeChatAPI, prefix: str) -> None:
+        definition = parse_definition(Path("ops.toml"), SLACK_BOT, {})
+        metrics = Metrics()
+        async with Services(settings_for(chat_api, prefix)) as services:
+            engine = services.engine(definition.profile, observer=metrics, on_vote=metrics.feedback_vote)
+            sink = RecordingSink()
+            question = message("hello")
+            assert (await engine.handle(question, sink)).status == "answered"
+            (answer,) = sink.messages
+            channel = question.conversation.channel
+            assert await engine.vote(channel, answer, "u2", Vote.UP, added=True) == "recorded"
+            assert await engine.vote(channel, answer, "u3", Vote.UP, added=True) == "recorded"
+            assert await engine.vote(channel, answer, "u4", Vote.DOWN, added=True) == "recorded"
+            assert await engine.vote(channel, answer, "u3", Vote.UP, added=False) == "removed"
+        document = await usage_json(prefix, "--app-id", "lunos-ops", "--days", "1")
+        (row,) = document["rows"]
+        assert (row["model"], row["feedback_up"], row["feedback_down"]) == (A, 1, 1)
+        assert (document["totals"]["feedback_up"], document["totals"]["feedback_down"]) == (1, 1)
+        text = metrics.render().decode()
+        votes = 'lunos_feedback_votes_total{app_id="lunos-ops",change="%s",model="%s",vote="%s"} %s'
+        assert votes % ("added", A, "up", "2.0") in text
+        assert votes % ("removed", A, "up", "1.0") in text
+        assert votes % ("added", A, "down", "1.0") in text
 
 
 class TestLimitsTable:

@@ -13,6 +13,7 @@ from core.chat_api import ChatClient, ChatTimeouts
 from core.errors import ChatTimeout
 from core.types import ChatMessage, ChatRequest
 from tests.conftest import FAST_RETRY, FAST_TIMEOUTS, TEST_API_KEY
+from tests.core.test_chat_api import Collector
 from tests.fakes.chat_api import Behaviour, FakeChatAPI
 
 A, B = "test/model-a", "test/model-b"
@@ -24,18 +25,6 @@ def request(*fallbacks: str) -> ChatRequest:
         app_id="app-under-test", model=A, fallback_models=fallbacks,
         messages=(ChatMessage("system", "be brief"), ChatMessage("user", "hello")), max_tokens=100,
     )
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.deltas: list[str] = []
-
-    async def __call__(self, delta: str) -> None:
-        self.deltas.append(delta)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.deltas)
 
 
 def assert_no_reasoning(got: Collector) -> None:

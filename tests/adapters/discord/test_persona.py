@@ -126,14 +126,16 @@ class TestChanges:
         await start_bot()
         assert await persona(fake, "set", user=fake.human(OWNER, "owner")) == PERSONA_SET_NEEDS_AN_OPTION
 
-    async def test_a_thread_has_its_own_persona(
+    async def test_a_thread_follows_its_channels_persona(
         self, fake: FakeDiscord, start_bot: BotStarter, chat_api: FakeChatAPI
     ) -> None:
-        """A thread is its own channel on Discord: a persona set in it applies to it alone."""
+        """A Discord thread is a channel of its own, but personas are per channel as on Slack: a
+        thread answers with its parent's, and /persona typed in a thread sets the parent's."""
         running = await start_bot()
         await persona(fake, "set", channel=THREAD, user=fake.human(OWNER, "owner"), model=B)
         assert await ask(fake, running, chat_api, channel=THREAD) == B
-        assert await ask(fake, running, chat_api) == A
+        assert await ask(fake, running, chat_api) == B  # the parent channel, GENERAL
+        assert await ask(fake, running, chat_api, channel=BOT_CHAT) == A
 
 
 class TestHelp:
