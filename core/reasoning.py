@@ -58,6 +58,8 @@ class ThinkFilter:
 
     def feed(self, text: str) -> str:
         """The visible part of the next chunk (possibly empty)."""
+        if "<" not in text and self._answered and not self._hiding and not self._pending:
+            return text  # the common case once the answer flows: every tag starts with "<"
         buffer = self._pending + text
         folded = buffer.translate(_ASCII_LOWER)
         visible: list[str] = []

@@ -60,17 +60,16 @@ class TestReasoningFields:
 
     async def test_reasoning_longer_than_the_first_token_deadline(self, chat_api: FakeChatAPI) -> None:
         """A model that reasons past first_token_s, chunk after chunk within chunk_gap_s, answers."""
-        timeouts = ChatTimeouts(connect_s=2, first_token_s=0.4, chunk_gap_s=0.4, total_s=10)
-        delay = 0.1
-        reasoning = SECRET * 2  # one character a chunk: ~2 s of thinking before the first word
-        assert delay * len(reasoning) > timeouts.first_token_s * 2
-        chat_api.script(A, Behaviour(reasoning=reasoning, text="Thought it through.", chunk_chars=1,
-                                     token_delay_s=delay))
+        timeouts = ChatTimeouts(connect_s=2, first_token_s=0.25, chunk_gap_s=0.4, total_s=10)
+        delay = 0.05
+        reasoning = SECRET * 2  # one character a chunk: ~1 s of thinking before the first word
+        assert delay * len(reasoning) > timeouts.first_token_s * 3
+        chat_api.script(A, Behaviour(reasoning=reasoning, text="Done.", chunk_chars=1, token_delay_s=delay))
         got = Collector()
         async with ChatClient(base_url=chat_api.base_url, api_key=TEST_API_KEY, timeouts=timeouts,
                               retry=FAST_RETRY) as client:
             result = await client.stream(request(B), got)
-        assert result.text == "Thought it through." and result.model == A and result.attempts == 1
+        assert result.text == "Done." and result.model == A and result.attempts == 1
         assert not chat_api.requests_for(B)
         assert_no_reasoning(got)
 

@@ -179,7 +179,7 @@ def split(draw: st.DrawFn, text: str) -> list[str]:
 class TestProperties:
     """For any answer, any reasoning and any split into chunks: exactly the answer comes out."""
 
-    @settings(max_examples=400)
+    @settings(max_examples=200)
     @given(data=st.data(), stream=streams())
     def test_output_is_exactly_the_answer(self, data: st.DataObject, stream: Stream) -> None:
         """Tags split anywhere, several blocks, stray and unclosed ones: the answer, nothing else."""
@@ -187,7 +187,7 @@ class TestProperties:
         assert run(chunks) == stream.expected
         assert run(chunks, continuing=True) == stream.expected_continuing
 
-    @settings(max_examples=300)
+    @settings(max_examples=150)
     @given(data=st.data(), stream=streams())
     def test_streaming_holds_back_only_a_possible_tag(self, data: st.DataObject, stream: Stream) -> None:
         """After every chunk: what came out plus what the end would release is the answer of the
