@@ -94,10 +94,20 @@ async def read_attachments(
     history_parts: list[str] = []
     total = 0
     for position, attachment in enumerate(attachments):
-        name = _safe_name(attachment.name)
         if position >= limits.max_files:
+            name = _safe_name(attachment.name)
             out.notes.append(f"_(skipped `{name}`: I read at most {limits.max_files} files per message)_")
             continue
+        if attachment.resolve is not None:
+            try:
+                async with asyncio.timeout(FETCH_TIMEOUT_S):
+                    attachment = await attachment.resolve()
+            except Exception as exc:  # a failed lookup costs this file only
+                log.warning("attachment.resolve_failed", file=_safe_name(attachment.name),
+                            error=type(exc).__name__)
+                out.notes.append(f"_(skipped `{_safe_name(attachment.name)}`: I couldn't download it)_")
+                continue
+        name = _safe_name(attachment.name)
         kind = kind_of(attachment)
         if kind == "other":
             shown_type = attachment.mime.split(";")[0].strip() or "unknown type"

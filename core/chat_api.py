@@ -97,6 +97,7 @@ class _AttemptOutcome:
     model: str
     finish_reason: str | None
     usage: Usage | None
+    reasoning_shown: int | None = None  # `ThinkFilter.reasoning_shown` of this attempt
 
 
 class ChatClient:
@@ -216,14 +217,20 @@ class ChatClient:
                                 break  # on to the next model
                             await self._sleep(wait)
                             continue
+                        text = "".join(shown)
+                        answer_start = 0
+                        if outcome.reasoning_shown is not None:  # before this attempt + its reasoning
+                            answer_start = len(text) - len("".join(shown[shown_before:]))
+                            answer_start += outcome.reasoning_shown
                         return ChatResult(
-                            text="".join(shown),
+                            text=text,
                             model=outcome.model,
                             requested_model=request.model,
                             fallback_used=position > 0 or outcome.model != model,
                             attempts=attempts,
                             finish_reason=outcome.finish_reason,
                             usage=outcome.usage,
+                            answer_start=answer_start,
                         )
         except TimeoutError:
             deadline_error = ChatTimeout("total deadline passed", model=current_model)
@@ -341,7 +348,8 @@ class ChatClient:
             raise ModelUnavailable(f"{model}: stream ended without [DONE]", model=model)
         if finish_reason is None:
             raise ModelUnavailable(f"{model}: stream ended without a finish_reason", model=model)
-        return _AttemptOutcome(model=answered_by, finish_reason=finish_reason, usage=usage)
+        return _AttemptOutcome(model=answered_by, finish_reason=finish_reason, usage=usage,
+                               reasoning_shown=answer.reasoning_shown)
 
     def _wait_before_retry(self, exc: ChatAPIError, try_number: int) -> float | None:
         """Seconds to wait before trying the same model again, or None to move on."""

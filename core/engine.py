@@ -54,6 +54,7 @@ log = structlog.get_logger(__name__)
 RESET_REPLY = "Done — I've forgotten this conversation. The next message starts fresh."
 INTERRUPTED_NOTE = "_(answer interrupted: the model stopped responding)_"
 TRUNCATED_NOTE = "_(answer cut off at this bot's length limit)_"
+NOTHING_READ_NOTE = "_(I couldn't read any of the files you sent)_"
 # A model that finished without a word of answer (e.g. a reasoning model that only reasoned).
 EMPTY_ANSWER_NOTE = "_(the model finished without an answer — try again or rephrase)_"
 APOLOGY_RATE_LIMITED = "Sorry — the AI service is rate-limiting me right now. Please try again in a minute."
@@ -69,6 +70,7 @@ APOLOGY_RESET_FAILED = "Sorry — my memory store is unavailable, so I couldn't 
 # `latency_ms` on every line of the turn.
 TURN_STARTED_AT = "turn_started_at"
 AUTHOR_LOOKUP_TIMEOUT_S = 2.0  # a slow name lookup falls back to what the adapter knew
+PERSONA_LOOKUP_TIMEOUT_S = 1.0  # a channel persona Redis cannot produce by then is not waited for
 APOLOGY_INTERNAL = "Sorry — something went wrong on my side. Please try again."
 
 # "deferred": answered and saved, but the platform did not take the final state within the turn;
@@ -194,9 +196,16 @@ class ConversationEngine:
             return "unavailable"
 
     async def _persona_of(self, conversation: ConversationKey) -> Persona | None:
+        """The channel's persona; none (the bot's own settings) when Redis is slow to say: a turn,
+        or a platform's 3-second command deadline, must not wait on it."""
         if self._personas is None:
             return None
-        return await self._personas.get(self.profile.name, channel_of(conversation))
+        try:
+            async with asyncio.timeout(PERSONA_LOOKUP_TIMEOUT_S):
+                return await self._personas.get(self.profile.name, channel_of(conversation))
+        except TimeoutError:
+            log.warning("persona.lookup_slow", note="answering with the bot's own settings")
+            return None
 
     async def handle(self, message: IncomingMessage, sink: ReplySink) -> TurnOutcome:
         """Answer `message` through `sink`. Never raises for model or Redis trouble; the user sees
@@ -383,6 +392,12 @@ class ConversationEngine:
             self._persona_of(message.persona_channel or message.conversation),
             self._read_attachments(message),
         )
+        if not message.text.strip() and not files.text and not files.images:
+            # Only files, and none could be read: the notes say why; the model has nothing to answer.
+            reply.end(note=files.note or NOTHING_READ_NOTE)
+            await reply.posts_landed()
+            log.info("turn.nothing_to_read", files=len(message.attachments))
+            return TurnOutcome(status="refused", degraded=degraded)
         profile = persona.apply(self.profile) if persona is not None else self.profile
         if persona is not None:
             structlog.contextvars.bind_contextvars(model=profile.model, persona=True)
@@ -413,7 +428,7 @@ class ConversationEngine:
             if not isinstance(exc, asyncio.CancelledError):
                 log.exception("turn.crashed")
             raise
-        empty = not result.text.strip()
+        empty = not result.answer.strip()
         notes = [
             files.note,
             EMPTY_ANSWER_NOTE if empty and not result.truncated else None,
@@ -441,7 +456,7 @@ class ConversationEngine:
             Turn("user", _joined(message.text, files.history_text), author=user.name, at=self._wall_clock()),
         ]
         if not empty:  # an empty answer is no turn: the question stays, for the next try to follow
-            turns.append(Turn("assistant", result.text, model=result.model, at=self._wall_clock(),
+            turns.append(Turn("assistant", result.answer, model=result.model, at=self._wall_clock(),
                               reply=reply.journal_id))
         try:
             dropped = await self._history.append(message.conversation, turns)

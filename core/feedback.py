@@ -14,6 +14,7 @@ feedback must not cost anyone an answer.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import time
@@ -69,9 +70,11 @@ class AnswerRecord:
 
     app_id: str
     model: str
+    answer: str = ""  # the answer's first message: one vote per user per answer, however many parts
 
     def to_json(self) -> str:
-        return json.dumps({"app_id": self.app_id, "model": self.model}, separators=(",", ":"))
+        return json.dumps({"app_id": self.app_id, "model": self.model, "answer": self.answer},
+                          separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> AnswerRecord | None:
@@ -81,10 +84,10 @@ class AnswerRecord:
             return None
         if not isinstance(data, dict):
             return None
-        app_id, model = data.get("app_id"), data.get("model")
+        app_id, model, answer = data.get("app_id"), data.get("model"), data.get("answer", "")
         if not (isinstance(app_id, str) and app_id and isinstance(model, str) and model):
             return None
-        return cls(app_id, model)
+        return cls(app_id, model, answer if isinstance(answer, str) else "")
 
 
 class RedisFeedback:
@@ -106,10 +109,11 @@ class RedisFeedback:
     async def remember_answer(
         self, bot: str, channel: str, refs: Sequence[str], record: AnswerRecord
     ) -> None:
-        """Every message of one answer (`refs`, as the sink's `post` returned them) in `channel`."""
+        """Every message of one answer (`refs`, as the sink's `post` returned them) in `channel`; a
+        vote on any of them is a vote on the answer."""
         if not refs or self._circuit.is_open:
             return
-        value = record.to_json()
+        value = dataclasses.replace(record, answer=record.answer or refs[0]).to_json()
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for ref in refs:
@@ -135,7 +139,7 @@ class RedisFeedback:
                 return "not_an_answer"
             today = day_of(self._wall_clock())
             previous_raw, changed = await self._vote(
-                keys=[self._keys.feedback_voters(bot, channel, ref)],
+                keys=[self._keys.feedback_voters(bot, channel, record.answer or ref)],
                 args=[user, vote.value, today, "add" if added else "remove", self._ttl_s],
             )
             if not int(changed):

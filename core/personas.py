@@ -56,12 +56,17 @@ class Persona:
 
     def apply(self, profile: BotProfile) -> BotProfile:
         """`profile` as it answers in this channel. A channel model keeps the bot's fallbacks
-        (minus itself) unless the channel sets its own."""
-        model = self.model or profile.model
+        (minus itself) unless the channel sets its own. Models the bot no longer allows (its
+        definition changed since the persona was set) are ignored."""
+        allowed = profile.allowed_models
+        stale = [m for m in (self.model, *(self.fallback_models or ())) if m is not None and m not in allowed]
+        if stale:
+            log.warning("persona.model_not_allowed", models=stale, note="using the bot's own instead")
+        model = self.model if self.model in allowed else profile.model
         if self.fallback_models is not None:
-            fallbacks = self.fallback_models
+            fallbacks = tuple(m for m in self.fallback_models if m in allowed)
         else:
-            fallbacks = profile.fallback_models if self.model is None else (
+            fallbacks = profile.fallback_models if model == profile.model else (
                 tuple(m for m in (profile.model, *profile.fallback_models) if m != model))
         fallbacks = tuple(m for m in fallbacks if m != model)
         return dataclasses.replace(

@@ -50,6 +50,10 @@ class ThinkFilter:
         self._lead = ""  # whitespace before the answer's first character, held until it comes
         self._after_reasoning = False  # a tag or separate reasoning came before the answer
         self._answered = False  # a non-whitespace answer character has been let through
+        self._emitted = 0  # characters let through so far
+        # Characters let through before the last stray `</think>`: the model's template opened the
+        # block in the prompt, so they were reasoning shown as it streamed (None: no stray tag).
+        self.reasoning_shown: int | None = None
 
     @property
     def answered(self) -> bool:
@@ -59,6 +63,7 @@ class ThinkFilter:
     def feed(self, text: str) -> str:
         """The visible part of the next chunk (possibly empty)."""
         if "<" not in text and self._answered and not self._hiding and not self._pending:
+            self._emitted += len(text)
             return text  # the common case once the answer flows: every tag starts with "<"
         buffer = self._pending + text
         folded = buffer.translate(_ASCII_LOWER)
@@ -72,9 +77,13 @@ class ThinkFilter:
                 end = len(buffer) - keep
                 self._let_through(buffer[start:end], visible)
                 self._pending = buffer[end:]
-                return "".join(visible)
+                out = "".join(visible)
+                self._emitted += len(out)
+                return out
             at, tag = found
             self._let_through(buffer[start:at], visible)
+            if tag == CLOSE_TAG and not self._hiding:
+                self.reasoning_shown = self._emitted + sum(len(v) for v in visible)
             start = at + len(tag)
             self._hiding = tag == OPEN_TAG
             self._after_reasoning = True
@@ -92,7 +101,9 @@ class ThinkFilter:
         if not self._answered:
             visible.append(self._trimmed_lead())
             self._lead = ""
-        return "".join(visible)
+        out = "".join(visible)
+        self._emitted += len(out)
+        return out
 
     def _let_through(self, text: str, visible: list[str]) -> None:
         if self._hiding or not text:

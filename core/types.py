@@ -92,7 +92,8 @@ class ChatMessage:
         """The wire form: plain text content, or content parts (text first) when it has images."""
         if not self.images:
             return {"role": self.role, "content": self.text()}
-        parts: list[dict[str, Any]] = [{"type": "text", "text": self.text()}]
+        text = self.text()
+        parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text.strip() else []
         parts += [image.as_api() for image in self.images]
         return {"role": self.role, "content": parts}
 
@@ -113,6 +114,9 @@ class Attachment:
     mime: str  # as the platform reports it ("" when unknown); the file name's extension is a hint too
     size: int | None  # bytes, as the platform reports it; None when unknown
     fetch: Callable[[], Awaitable[bytes]] = field(compare=False, repr=False)
+    # For a file the event names only by id: looks up its name, type and size (and how to fetch
+    # it) before `core.attachments` decides. Raises when it cannot.
+    resolve: Callable[[], Awaitable[Attachment]] | None = field(default=None, compare=False, repr=False)
 
 
 # The words that name a command, as typed on any platform ("reset", "/reset", "!reset"). Parsed here
@@ -207,6 +211,14 @@ class ChatResult:
     finish_reason: str | None
     usage: Usage | None  # None: the API sent no usage chunk ("unknown")
     interrupted: bool = False  # text was shown, the stream died and no model could continue it
+    # Where the answer starts in `text`: past reasoning that was shown as it streamed, because the
+    # model's template opened `<think>` in the prompt and only its `</think>` came (`core.reasoning`).
+    answer_start: int = 0
+
+    @property
+    def answer(self) -> str:
+        """The answer without reasoning shown before it: what history keeps."""
+        return self.text[self.answer_start:].lstrip() if self.answer_start else self.text
 
     @property
     def truncated(self) -> bool:

@@ -84,9 +84,16 @@ class SlackFiles:
         async def fetch() -> bytes:
             return await self._fetch(file)
 
+        async def resolve() -> Attachment:
+            return self._attachment(await self._info(_text(file.get("id"))))
+
+        # An event may name a file only by id (`file_access: check_file_info`): its name and type,
+        # which decide whether it is read at all, come from files.info first.
+        by_id = not _download_url(file) and file.get("file_access") == "check_file_info" and bool(
+            _text(file.get("id")))
         return Attachment(name=name, mime=_text(file.get("mimetype")),
                           size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-                          fetch=fetch)
+                          fetch=fetch, resolve=resolve if by_id else None)
 
     async def _fetch(self, file: SlackFile) -> bytes:
         mode = _text(file.get("mode"))

@@ -175,3 +175,50 @@ class TestThroughTheEngine:
         assert "_(skipped `deck.pdf`: I can't read application/pdf files)_" in shown
         sent = chat_api.requests[0].body["messages"][-1]["content"]  # type: ignore[index]
         assert sent == "summarise"
+
+
+class TestNothingToRead:
+    async def test_only_unreadable_files_get_the_notes_and_no_model_call(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """A PDF alone: the model would be asked an empty question, so it is not asked at all."""
+        engine = make_engine()
+        served = Served()
+        sink = RecordingSink()
+        outcome = await engine.handle(incoming("", served.file("deck.pdf", "application/pdf", b"%PDF")), sink)
+        assert outcome.status == "refused" and chat_api.requests == []
+        assert sink.final_texts == ["_(skipped `deck.pdf`: I can't read application/pdf files)_"]
+
+    async def test_an_image_alone_is_sent_without_an_empty_text_part(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        engine = make_engine(attachments=VISION)
+        served = Served()
+        await engine.handle(incoming("", served.file("cat.png", "image/png", PNG)), RecordingSink())
+        content = chat_api.requests[0].body["messages"][-1]["content"]  # type: ignore[index]
+        assert [part["type"] for part in content] == ["image_url"]
+
+
+class TestResolvedFiles:
+    async def test_a_file_named_only_by_id_is_looked_up_before_it_is_judged(self) -> None:
+        """The event knew no name or type; `resolve` supplies them (Slack's files.info)."""
+        served = Served()
+        real = served.file("notes.md", "text/markdown", b"# hi")
+
+        async def resolve() -> Attachment:
+            return real
+
+        unknown = Attachment(name="file", mime="", size=None, fetch=real.fetch, resolve=resolve)
+        read = await read_attachments([unknown], AttachmentLimits())
+        assert read.text == "[file: notes.md]\n```\n# hi\n```" and read.notes == []
+
+    async def test_a_failed_lookup_costs_that_file_only(self) -> None:
+        served = Served()
+
+        async def resolve() -> Attachment:
+            raise ConnectionError("files.info failed")
+
+        unknown = Attachment(name="file", mime="", size=None, fetch=served.broken("x", "").fetch,
+                             resolve=resolve)
+        read = await read_attachments([unknown, served.file("a.txt", "text/plain", b"A")], AttachmentLimits())
+        assert read.notes == ["_(skipped `file`: I couldn't download it)_"] and "[file: a.txt]" in read.text

@@ -91,3 +91,20 @@ class TestReasoningModelTurns:
         saved = await redis.lrange(keys.history("testbot", CONVERSATION), 0, -1)
         assert not any(SECRET.encode() in item for item in saved)
         assert [json.loads(item)["role"] for item in saved] == ["user"]  # no empty answer is kept
+
+    async def test_a_template_opened_block_is_kept_out_of_history(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI, redis: Redis, keys: RedisKeys
+    ) -> None:
+        """The chat template opened `<think>` in the prompt, so only `</think>` streams: what came
+        before it was shown as it arrived (it cannot be taken back), but history keeps the answer only
+        and the next turn's request carries no reasoning."""
+        engine = make_engine()
+        chat_api.script(A, Behaviour(text=f"{SECRET} first I plan.</think>\n\nThe answer.", chunk_chars=3),
+                        Behaviour(text="Second answer."))
+        outcome = await engine.handle(incoming("question"), RecordingSink())
+        assert outcome.result is not None and outcome.result.answer == "The answer."
+        saved = [json.loads(item) for item in await redis.lrange(keys.history("testbot", CONVERSATION), 0, -1)]
+        assert [turn["content"] for turn in saved] == ["question", "The answer."]
+        await engine.handle(incoming("again"), RecordingSink())
+        sent = chat_api.requests[1].body
+        assert sent is not None and not any(SECRET in str(m["content"]) for m in sent["messages"])

@@ -83,3 +83,15 @@ class TestVotes:
         await store.vote("bot", "c", "m1", "u", Vote.DOWN, added=True)
         await store.vote("bot", "c", "m1", "u", Vote.DOWN, added=False)
         assert heard == [("up", True), ("down", True), ("up", False), ("down", False)]
+
+    async def test_an_answer_in_several_messages_takes_one_vote_per_user(
+        self, redis: Redis, keys: RedisKeys
+    ) -> None:
+        """A long answer split into parts: 👍 on two parts is one vote, and 👎 on another replaces it."""
+        store = RedisFeedback(redis, keys, ttl_s=60)
+        await store.remember_answer("bot", "c", ["p1", "p2", "p3"], AnswerRecord("test-app-1", A))
+        assert await store.vote("bot", "c", "p1", "u", Vote.UP, added=True) == "recorded"
+        assert await store.vote("bot", "c", "p2", "u", Vote.UP, added=True) == "unchanged"
+        assert await counts(redis, keys) == {A: (1, 0)}
+        assert await store.vote("bot", "c", "p3", "u", Vote.DOWN, added=True) == "recorded"
+        assert await counts(redis, keys) == {A: (0, 1)}

@@ -3,11 +3,14 @@ runs with a channel's model, fallbacks and prompt. Real Redis, the fake chat API
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
+import pytest
 from redis.asyncio import Redis
 
+from core import engine as engine_module
 from core.personas import MAX_PROMPT_CHARS, Persona, PersonaStore
 from core.profile import PersonaPolicy
 from core.redis_circuit import RedisCircuit
@@ -125,3 +128,31 @@ class TestStore:
         applied = Persona(model=B).apply(profile)
         assert (applied.model, applied.fallback_models) == (B, (A,))
         assert Persona(fallback_models=()).apply(profile).fallback_models == ()
+
+
+class TestStaleAndSlow:
+    async def test_a_model_the_bot_no_longer_allows_is_not_used(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI
+    ) -> None:
+        """Set while allowed, then the definition dropped it: the channel falls back to the bot's model."""
+        await make_engine(personas=POLICY).persona_command(channel(), "set model test/model-c", admin=True)
+        engine = make_engine()  # the same bot, redeployed without `allowed_models`
+        await engine.handle(in_channel("hello"), RecordingSink())
+        assert chat_api.requests[0].body["model"] == A  # type: ignore[index]
+
+    async def test_a_slow_store_is_not_waited_for(
+        self, make_engine: EngineFactory, chat_api: FakeChatAPI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A persona Redis cannot produce within PERSONA_LOOKUP_TIMEOUT_S: the bot's own settings."""
+        stuck = asyncio.Event()
+
+        async def never(self: PersonaStore, bot: str, key: ConversationKey) -> Persona | None:
+            await stuck.wait()
+            return None
+
+        monkeypatch.setattr(engine_module, "PERSONA_LOOKUP_TIMEOUT_S", 0.05)
+        monkeypatch.setattr(PersonaStore, "get", never)
+        engine = make_engine(personas=POLICY)
+        outcome = await engine.handle(in_channel("hello"), RecordingSink())
+        assert outcome.status == "answered" and chat_api.requests[0].body["model"] == A  # type: ignore[index]
+        assert await engine.help_for(channel()) == engine.help_text()  # help answers too, without it

@@ -214,3 +214,15 @@ class TestProperties:
         for chunk in chunks:
             assert answer.feed(chunk) == chunk
         assert answer.flush() == ""
+
+
+def test_reasoning_shown_before_a_stray_close_is_measured() -> None:
+    """How much visible text preceded a stray `</think>` (a template-opened block), split anywhere."""
+    text = "plan it</think>\n\nAnswer."
+    for cut in range(1, len(text)):
+        f = ThinkFilter()
+        shown = f.feed(text[:cut]) + f.feed(text[cut:]) + f.flush()
+        assert shown == "plan it\n\nAnswer." and f.reasoning_shown == len("plan it")
+    plain = ThinkFilter()
+    plain.feed("no tags here")
+    assert plain.reasoning_shown is None

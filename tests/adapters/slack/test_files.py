@@ -167,8 +167,7 @@ class TestLimitsAndOddFiles:
             outside = elsewhere.add_file("secret.txt", b"not Slack's", mimetype="text/plain")
             external = rig.fake.external_file("secret.txt", outside["url_private"], mimetype="text/plain")
             shared = rig.fake.add_file("shared.txt", b"via files.info", mimetype="text/plain")
-            id_only = rig.fake.unshared_file(shared)
-            id_only.update(name="shared.txt", mimetype="text/plain")  # what the event may still say
+            id_only = rig.fake.unshared_file(shared)  # only the id: name and type from files.info
             files = [rig.fake.tombstone_file(), external, id_only]
             payload = await rig.mention("<@UBOT> three files", files=files)
             assert elsewhere.file_downloads == []
