@@ -118,6 +118,8 @@ class ChatClient:
         self.retry = retry or RetryPolicy()
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
+        # Models seen to stream a stray `</think>`: their chat template opens the block in the prompt.
+        self._opens_think_in_prompt: set[str] = set()
         self._sleep = sleep
         self._jitter = jitter
         self._http = httpx.AsyncClient(
@@ -293,7 +295,9 @@ class ChatClient:
         loop = asyncio.get_running_loop()
         # One filter per attempt: a continuation (`stream` appended the shown text and
         # CONTINUE_PROMPT to the request's messages) keeps the space before its first word.
-        answer = ThinkFilter(continuing=len(messages) > len(request.messages))
+        continuing = len(messages) > len(request.messages)
+        answer = ThinkFilter(continuing=continuing,
+                             opened=not continuing and model in self._opens_think_in_prompt)
         producing = False  # the model has output something: answer text or reasoning
         finish_reason: str | None = None
         usage: Usage | None = None
@@ -313,8 +317,9 @@ class ChatClient:
                             deadline_cm.reschedule(min(deadline, loop.time() + self.timeouts.chunk_gap_s))
                         if event.data.strip() == "[DONE]":
                             done = True
-                            if tail := answer.flush():
+                            if tail := answer.flush(release_opened=finish_reason != "length"):
                                 await deliver(tail)
+                            self._learn_template(model, answer)
                             break
                         chunk = _parse_chunk(event.data, model)
                         answered_by = str(chunk.get("model") or answered_by)
@@ -350,6 +355,17 @@ class ChatClient:
             raise ModelUnavailable(f"{model}: stream ended without a finish_reason", model=model)
         return _AttemptOutcome(model=answered_by, finish_reason=finish_reason, usage=usage,
                                reasoning_shown=answer.reasoning_shown)
+
+    def _learn_template(self, model: str, answer: ThinkFilter) -> None:
+        """Remember models whose template opens `<think>` in the prompt (a stray `</think>` came),
+        so their next answers start inside the block and their reasoning is never shown; forget one
+        that then answered without it."""
+        if answer.reasoning_shown is not None and model not in self._opens_think_in_prompt:
+            self._opens_think_in_prompt.add(model)
+            log.warning("chat.reasoning_opened_in_prompt", model=model,
+                        note="this answer showed reasoning before </think>; later ones hide it")
+        elif answer.opened and not answer.closed_opened:
+            self._opens_think_in_prompt.discard(model)
 
     def _wait_before_retry(self, exc: ChatAPIError, try_number: int) -> float | None:
         """Seconds to wait before trying the same model again, or None to move on."""

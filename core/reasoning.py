@@ -22,6 +22,10 @@ The rules, each one a decision:
   lines that follow `</think>`. When the attempt continues text already shown (`continuing`), only
   line breaks are dropped, so a space between the shown text and the continuation survives. With no
   tag at all the text passes unchanged.
+- `opened`: for a model seen to stream a stray `</think>` (its template opens the block in the
+  prompt), the stream starts inside a block. Its text is held until `</think>` comes (then dropped
+  as reasoning); a stream that ends without one was an answer after all, released whole at `flush`
+  (unless it was cut off by the length limit: then it is reasoning, and stays hidden).
 - Held back: only a chunk's trailing text that could still become a tag (`<`, `<th`, `</thin`…) and
   whitespace before the answer's first character (invisible either way). `flush` at the end of the
   stream releases what turned out not to be a tag.
@@ -43,9 +47,13 @@ _INSIDE_TAGS = (CLOSE_TAG,)
 class ThinkFilter:
     """One answer stream in, its visible text out: `feed` each chunk, `flush` once at the end."""
 
-    def __init__(self, *, continuing: bool = False) -> None:
+    def __init__(self, *, continuing: bool = False, opened: bool = False) -> None:
         self._continuing = continuing  # this attempt carries on text the user already sees
-        self._hiding = False  # inside a `<think>` block
+        self._hiding = opened  # inside a `<think>` block
+        self._opened = opened  # inside the block the prompt opened: its text is held, not dropped
+        self._opened_at_start = opened
+        self._held: list[str] = []
+        self.closed_opened = False  # the prompt-opened block was closed: the model reasons first
         self._pending = ""  # the end of the last chunk, while it may still become a tag
         self._lead = ""  # whitespace before the answer's first character, held until it comes
         self._after_reasoning = False  # a tag or separate reasoning came before the answer
@@ -54,6 +62,11 @@ class ThinkFilter:
         # Characters let through before the last stray `</think>`: the model's template opened the
         # block in the prompt, so they were reasoning shown as it streamed (None: no stray tag).
         self.reasoning_shown: int | None = None
+
+    @property
+    def opened(self) -> bool:
+        """Whether this stream started inside a prompt-opened block."""
+        return self._opened_at_start
 
     @property
     def answered(self) -> bool:
@@ -84,6 +97,8 @@ class ThinkFilter:
             self._let_through(buffer[start:at], visible)
             if tag == CLOSE_TAG and not self._hiding:
                 self.reasoning_shown = self._emitted + sum(len(v) for v in visible)
+            if tag == CLOSE_TAG and self._opened:
+                self._opened, self._held, self.closed_opened = False, [], True
             start = at + len(tag)
             self._hiding = tag == OPEN_TAG
             self._after_reasoning = True
@@ -92,10 +107,16 @@ class ThinkFilter:
         """Reasoning arrived in a field of its own: like a closed block, it comes before the answer."""
         self._after_reasoning = True
 
-    def flush(self) -> str:
+    def flush(self, *, release_opened: bool = True) -> str:
         """At the end of the stream: the held-back text that turned out to be answer text. The end
-        of an unclosed block stays hidden."""
+        of an unclosed block stays hidden, except a prompt-opened one with `release_opened` (the
+        model answered without reasoning)."""
         visible: list[str] = []
+        if self._opened:
+            held, self._held = "".join(self._held) + self._pending, []
+            self._pending, self._opened, self._hiding = "", False, False
+            if release_opened:
+                self._let_through(held, visible)
         self._let_through(self._pending, visible)
         self._pending = ""
         if not self._answered:
@@ -106,6 +127,9 @@ class ThinkFilter:
         return out
 
     def _let_through(self, text: str, visible: list[str]) -> None:
+        if self._opened and text:
+            self._held.append(text)
+            return
         if self._hiding or not text:
             return
         if self._answered:

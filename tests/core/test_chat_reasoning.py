@@ -184,3 +184,26 @@ class TestFakeReasoningWire:
         deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
         assert deltas[0] == {"role": "assistant", "content": "", "reasoning": "abc"}
         assert deltas[1] == {"content": "xyz"}
+
+
+class TestPromptOpenedTemplates:
+    """A model that streams a stray `</think>` is remembered: its next answers hide the reasoning."""
+
+    async def test_the_first_answer_teaches_the_client(self, chat_api: FakeChatAPI, chat_client: ChatClient) -> None:
+        chat_api.script(A, Behaviour(text=f"{SECRET} plan.</think>\n\nFirst."),
+                        Behaviour(text=f"{SECRET} plan again.</think>\n\nSecond.", chunk_chars=2),
+                        Behaviour(text="Third, with no reasoning."),
+                        Behaviour(text=f"{SECRET} leaks once more.</think>Fourth."))
+        first = Collector()
+        result = await chat_client.stream(request(B), first)
+        assert SECRET in first.text and result.answer == "First."  # shown live, kept out of history
+        second = Collector()
+        result = await chat_client.stream(request(B), second)
+        assert second.text == result.text == result.answer == "Second."
+        assert_no_reasoning(second)
+        third = Collector()
+        result = await chat_client.stream(request(B), third)  # held, then released whole
+        assert third.deltas == ["Third, with no reasoning."] and result.text == "Third, with no reasoning."
+        fourth = Collector()
+        await chat_client.stream(request(B), fourth)  # forgotten after the plain answer: learns again
+        assert SECRET in fourth.text

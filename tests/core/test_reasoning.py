@@ -226,3 +226,24 @@ def test_reasoning_shown_before_a_stray_close_is_measured() -> None:
     plain = ThinkFilter()
     plain.feed("no tags here")
     assert plain.reasoning_shown is None
+
+
+class TestPromptOpenedBlock:
+    """A model whose template opens `<think>` in the prompt: its stream starts inside the block."""
+
+    def test_reasoning_before_the_close_is_never_shown(self) -> None:
+        text = "let me plan <b>this</b></think>\n\nAnswer."
+        for cut in range(1, len(text)):
+            f = ThinkFilter(opened=True)
+            shown = f.feed(text[:cut]) + f.feed(text[cut:]) + f.flush()
+            assert shown == "Answer." and f.closed_opened
+
+    def test_an_answer_without_reasoning_is_released_whole_at_the_end(self) -> None:
+        f = ThinkFilter(opened=True)
+        assert f.feed("No reasoning ") == "" and f.feed("today.") == ""
+        assert f.flush() == "No reasoning today." and not f.closed_opened
+
+    def test_cut_off_while_reasoning_stays_hidden(self) -> None:
+        f = ThinkFilter(opened=True)
+        f.feed("still thinking about")
+        assert f.flush(release_opened=False) == ""
