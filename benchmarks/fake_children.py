@@ -59,22 +59,8 @@ class TimedChatAPI(FakeChatAPI):
     """`FakeChatAPI` that records, per streamed answer, (tag, arrived, first text sent, last text sent)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(backlog=LISTEN_BACKLOG, **kwargs)  # a deep backlog (the module docstring)
         self.stamps: dict[int, list[Any]] = {}
-
-    async def start(self) -> str:
-        # FakeChatAPI.start, with a deep listen backlog (see the module docstring).
-        self._stopping = False
-        self._arrived = asyncio.Condition()
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle_chat)
-        app.router.add_get("/v1/models", self._handle_models)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        self._runner = runner
-        self.port = await _listen(runner)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        return self.base_url
 
     async def _prepare(self, request: web.Request, exchange: Any, content_type: str,
                        length: int | None = None) -> web.StreamResponse:

@@ -449,7 +449,6 @@ class ConversationEngine:
             log.warning("turn.undeliverable", error=str(reply.undeliverable),
                         latency_ms=self._ms_since(started))
             return TurnOutcome(status="failed", result=result, degraded=degraded, history_trimmed=trimmed)
-        remembered = self._remember_answer(message, reply, result)
 
         turns = [
             *(history if seeded else []),
@@ -458,13 +457,10 @@ class ConversationEngine:
         if not empty:  # an empty answer is no turn: the question stays, for the next try to follow
             turns.append(Turn("assistant", result.answer, model=result.model, at=self._wall_clock(),
                               reply=reply.journal_id))
-        try:
-            dropped = await self._history.append(message.conversation, turns)
-            trimmed = trimmed or dropped > 0
-        except HistoryUnavailable as exc:
-            degraded = True
-            log.warning("history.degraded", op="save", error=str(exc))
-        await remembered
+        dropped, _ = await asyncio.gather(self._save(message.conversation, turns),
+                                          self._remember_answer(message, reply, result))
+        degraded = degraded or dropped is None
+        trimmed = trimmed or bool(dropped)
         if result.usage is not None and result.attempts == 1:
             self._estimator.calibrate(result.model, messages, result.usage.prompt_tokens)
         tokens = result.usage.total_tokens if result.usage else "unknown"
@@ -479,17 +475,21 @@ class ConversationEngine:
             history_trimmed=trimmed, degraded=degraded,
         )
 
-    def _remember_answer(
+    async def _save(self, conversation: ConversationKey, turns: list[Turn]) -> int | None:
+        """Append the turn to history: how many old turns it pushed out, None when it could not."""
+        try:
+            return await self._history.append(conversation, turns)
+        except HistoryUnavailable as exc:
+            log.warning("history.degraded", op="save", error=str(exc))
+            return None
+
+    async def _remember_answer(
         self, message: IncomingMessage, reply: ReplyStream, result: ChatResult
-    ) -> asyncio.Future[None]:
+    ) -> None:
         """Which messages hold this answer, for 👍 / 👎 (`core.feedback`), alongside saving it."""
-        if self._feedback is None or not reply.refs:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
-        return asyncio.ensure_future(self._feedback.remember_answer(
-            self.profile.name, message.conversation.channel, reply.refs,
-            AnswerRecord(self.profile.app_id, result.model)))
+        if self._feedback is not None and reply.refs:
+            await self._feedback.remember_answer(self.profile.name, message.conversation.channel, reply.refs,
+                                                 AnswerRecord(self.profile.app_id, result.model))
 
     def _ms_since(self, started: float) -> int:
         return int((self._clock() - started) * 1000)

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiohttp
 import discord
 
+from adapters.downloads import read_bounded
 from core.types import Attachment
 
 DOWNLOAD_TIMEOUT_S = 30.0  # the engine gives one file less (`core.attachments.FETCH_TIMEOUT_S`)
-CHUNK_BYTES = 64 * 1024
 
 
 class DownloadFailed(Exception):
@@ -41,12 +41,7 @@ class FileDownloader:
         async with self._session.get(url, proxy=self._proxy, proxy_auth=self._proxy_auth) as response:
             if response.status != 200:
                 raise DownloadFailed(f"HTTP {response.status}")
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                data += chunk
-                if len(data) > max_bytes:
-                    break
-            return bytes(data[: max_bytes + 1])
+            return await read_bounded(response, max_bytes)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -29,6 +29,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.downloads import read_bounded
 from adapters.slack.translate import SlackFile
 from core.errors import PlatformError
 from core.types import Attachment
@@ -38,7 +39,6 @@ log = structlog.get_logger(__name__)
 # Hosts a bot token may be sent to: files.slack.com (and GovSlack's files.slack-gov.com). Anything
 # else named in a file object (an external file's link) is not Slack's and never gets the token.
 SLACK_FILE_HOST_SUFFIXES = ("slack.com", "slack-gov.com")
-DOWNLOAD_CHUNK_BYTES = 64 * 1024
 # Modes whose bytes Slack does not serve: deleted files, and files over a free workspace's limit.
 UNAVAILABLE_MODES = frozenset({"tombstone", "hidden_by_limit"})
 
@@ -99,10 +99,7 @@ class SlackFiles:
         mode = _text(file.get("mode"))
         if mode in UNAVAILABLE_MODES:
             raise FileUnavailable(f"slack file is {mode}")
-        url = _download_url(file)
-        if not url and file.get("file_access") == "check_file_info" and _text(file.get("id")):
-            file = await self._info(_text(file.get("id")))
-            url = _download_url(file)
+        url = _download_url(file)  # a file named only by id was looked up first (`resolve`)
         if not url:
             raise FileUnavailable("slack file has no download URL")
         return await self._download(url, expected_mime=_text(file.get("mimetype")))
@@ -133,14 +130,10 @@ class SlackFiles:
                 if served == "text/html" and "html" not in expected_mime.lower():
                     # Slack's sign-in page: the token was refused or lacks files:read.
                     raise FileUnavailable("Slack served a sign-in page (check the files:read scope)")
-                data = bytearray()
-                async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK_BYTES):
-                    data += chunk
-                    if len(data) > self._max_bytes:
-                        # One byte past the limit is enough for the engine to refuse it as too big.
-                        log.info("slack.file_over_limit", limit=self._max_bytes)
-                        return bytes(data[: self._max_bytes + 1])
-                return bytes(data)
+                data = await read_bounded(response, self._max_bytes)
+                if len(data) > self._max_bytes:
+                    log.info("slack.file_over_limit", limit=self._max_bytes)
+                return data
         except aiohttp.ClientError as exc:
             raise FileUnavailable(f"download failed ({type(exc).__name__})") from exc
 

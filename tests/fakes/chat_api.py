@@ -228,11 +228,13 @@ class FakeChatAPI:
         models: Sequence[str] = ("test/model-a", "test/model-b", "test/model-c"),
         host: str = "127.0.0.1",
         port: int = 0,
+        backlog: int = 128,  # aiohttp's default; a benchmark's burst of 1,000 connections wants more
     ) -> None:
         self.api_key = api_key
         self.models: list[str] = list(models)
         self.host = host
         self.port = port
+        self.backlog = backlog
         self.base_url = ""
         self.default_behaviour = Behaviour()
         self.requests: list[RecordedRequest] = []
@@ -260,7 +262,7 @@ class FakeChatAPI:
         app.router.add_get("/v1/models", self._handle_models)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        site = web.TCPSite(runner, self.host, self.port, backlog=self.backlog)
         try:
             await site.start()
         except BaseException:
