@@ -244,6 +244,7 @@ class SlackBot:
         """Stop intake, give replies in flight `stop_grace_s` to finish, then cancel the rest (the
         engine finalises a cancelled reply with a note) and disconnect."""
         self._accepting = False  # HTTP mode: 503 from now on, so Slack retries elsewhere
+        log.info("slack.intake_closed", bot=self.name)
         if self._handler is not None:  # Socket Mode: first, so no envelope is acked and then dropped
             await self._handler.close_async()  # type: ignore[no-untyped-call]  # untyped in slack-bolt
             self._handler = None

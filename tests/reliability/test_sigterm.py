@@ -114,7 +114,7 @@ class TestSigterm:
                         await slack.wait_for_call("chat.postMessage", count=CONVERSATIONS)
                     assert all(not r.finished.is_set() for r in api.requests)  # every reply is streaming
                     proc.send_signal(signal.SIGTERM)
-                    await logs.wait_for("run.stopping")
+                    await logs.wait_for("slack.intake_closed")  # after run.stopping and the sweeper's stop
                     late = self.event(slack, workload, CONVERSATIONS)
                     assert await self.post(http, url, late.handle) == 503
                 async with asyncio.timeout(PROCESS_TIMEOUT_S):
